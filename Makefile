@@ -1,0 +1,48 @@
+# homedash — the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOST   ?=
+PORT   ?=
+
+.PHONY: run test test-fast bench bench-full demo clean chromium
+
+# A stamp per extra set, so `make run` after `make test` (or the other way round) only
+# installs what is missing; touching pyproject.toml reinstalls.
+$(VENV)/.stamp-run: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.stamp-run
+
+run: $(VENV)/.stamp-run
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+
+# Browser tests drive Debian's Chromium; install it when we can (CI runs as root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing and cannot be installed here: browser tests will skip"; \
+	  fi; }
+
+# Tests keep their own data directory so they never touch the household's.
+test: $(VENV)/.stamp-test chromium
+	rm -rf var/test
+	HOMEDASH_DATA_DIR=$(CURDIR)/var/test HOMEDASH_ALLOW_LOOPBACK_DEVICES=true $(PY) -m pytest
+
+test-fast: $(VENV)/.stamp-test
+	HOMEDASH_DATA_DIR=$(CURDIR)/var/test HOMEDASH_ALLOW_LOOPBACK_DEVICES=true $(PY) -m pytest -m "not browser" -x -q
+
+clean:
+	rm -rf var/test .pytest_cache .hypothesis

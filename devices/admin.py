@@ -1,0 +1,176 @@
+"""Django admin for everything homedash stores. Credentials are write-only: the form has
+empty password fields that replace the stored secret only when something is typed."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from devices.credentials import Credentials
+from devices.models import normalise_mac
+from devices.models import AuditEntry, Channel, Device, DeviceEvent, Reading, Room, RoomAccess
+
+
+class DeviceAdminForm(forms.ModelForm):
+    username = forms.CharField(
+        required=False, help_text="Shelly Gen1 only (usually 'admin'). Leave empty to keep the stored one."
+    )
+    password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Shelly password. Stored encrypted and never shown again; leave empty to keep it.",
+    )
+    token = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="myStrom API token. Stored encrypted and never shown again; leave empty to keep it.",
+    )
+    clear_credentials = forms.BooleanField(required=False, help_text="Forget the stored credentials.")
+    mac = forms.CharField(label="MAC", max_length=17, help_text="12 hex digits; colons or dashes are fine.")
+
+    class Meta:
+        model = Device
+        exclude = ["credentials"]
+
+    def clean_mac(self):
+        try:
+            return normalise_mac(self.cleaned_data["mac"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from None
+
+    def save(self, commit=True):
+        device = super().save(commit=False)
+        data = self.cleaned_data
+        if data.get("clear_credentials"):
+            device.credentials = Credentials()
+        elif data.get("password") or data.get("token") or data.get("username"):
+            old = device.credentials if isinstance(device.credentials, Credentials) else Credentials()
+            device.credentials = Credentials(
+                username=data.get("username") or old.username,
+                password=data.get("password") or old.password,
+                token=data.get("token") or old.token,
+            )
+        if commit:
+            device.save()
+        return device
+
+
+class ChannelInline(admin.TabularInline):
+    model = Channel
+    extra = 0
+    fields = ["key", "kind", "name", "room", "order", "visible"]
+    show_change_link = True
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ["name", "order", "icon", "device_count"]
+    list_editable = ["order"]
+    search_fields = ["name"]
+
+    @admin.display(description="devices")
+    def device_count(self, room):
+        return room.devices.count()
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    form = DeviceAdminForm
+    list_display = ["__str__", "vendor", "generation", "model_name", "mac", "address", "room", "adopted", "online", "last_seen", "credentials_set"]
+    list_filter = ["vendor", "generation", "adopted", "ignored", "online", "found_by", "room"]
+    search_fields = ["name", "mac", "host", "model_code", "model_name"]
+    readonly_fields = ["online", "last_seen", "firmware", "raw_info", "raw_status", "created", "updated"]
+    inlines = [ChannelInline]
+    actions = ["adopt", "send_to_inbox", "ignore"]
+    fieldsets = [
+        (None, {"fields": ["name", "room", "vendor", "generation", "model_code", "model_name", "mac"]}),
+        ("Network", {"fields": ["host", "port", "poll_interval", "found_by"]}),
+        ("Credentials (write-only)", {"fields": ["auth_required", "username", "password", "token", "clear_credentials"]}),
+        ("Inbox", {"fields": ["adopted", "ignored"]}),
+        ("Seen", {"classes": ["collapse"], "fields": ["online", "last_seen", "firmware", "raw_info", "raw_status", "created", "updated"]}),
+    ]
+
+    @admin.display(boolean=True, description="credentials")
+    def credentials_set(self, device):
+        return device.has_credentials
+
+    @admin.action(description="Adopt selected devices")
+    def adopt(self, request, queryset):
+        count = queryset.update(adopted=True, ignored=False)
+        for device in queryset:
+            AuditEntry.record(request=request, action="device.adopt", device=device)
+        self.message_user(request, f"Adopted {count} device(s).", messages.SUCCESS)
+
+    @admin.action(description="Move selected devices back to the inbox")
+    def send_to_inbox(self, request, queryset):
+        queryset.update(adopted=False)
+
+    @admin.action(description="Ignore selected devices")
+    def ignore(self, request, queryset):
+        queryset.update(ignored=True, adopted=False)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        changed = [name for name in form.changed_data if name not in ("password", "token", "username")]
+        if any(form.cleaned_data.get(k) for k in ("password", "token", "clear_credentials")):
+            AuditEntry.record(request=request, action="device.credentials", device=obj)
+        if changed:
+            AuditEntry.record(request=request, action="device.change" if change else "device.add",
+                              device=obj, detail=", ".join(changed))
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "device", "key", "kind", "room", "order", "visible"]
+    list_filter = ["kind", "visible", "room"]
+    search_fields = ["name", "key", "device__name", "device__mac"]
+    list_select_related = ["device", "room"]
+
+
+@admin.register(RoomAccess)
+class RoomAccessAdmin(admin.ModelAdmin):
+    list_display = ["room", "user", "group", "level"]
+    list_filter = ["level", "room"]
+    search_fields = ["user__username", "group__name", "room__name"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        AuditEntry.record(request=request, action="access.change", detail=str(obj))
+
+    def delete_model(self, request, obj):
+        AuditEntry.record(request=request, action="access.remove", detail=str(obj))
+        super().delete_model(request, obj)
+
+
+@admin.register(Reading)
+class ReadingAdmin(admin.ModelAdmin):
+    list_display = ["ts", "channel", "metric", "value", "resolution"]
+    list_filter = ["metric", "resolution"]
+    search_fields = ["channel__name", "channel__device__name"]
+    date_hierarchy = "ts"
+    list_select_related = ["channel__device"]
+
+
+@admin.register(DeviceEvent)
+class DeviceEventAdmin(admin.ModelAdmin):
+    list_display = ["ts", "device", "channel", "kind", "detail"]
+    list_filter = ["kind"]
+    search_fields = ["device__name", "device__mac", "detail"]
+    date_hierarchy = "ts"
+    list_select_related = ["device", "channel"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["ts", "username", "action", "device", "channel", "source_address", "result", "detail"]
+    list_filter = ["result", "action"]
+    search_fields = ["username", "action", "detail", "device__name"]
+    date_hierarchy = "ts"
+
+    # The audit trail is evidence: nobody edits it through the admin.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

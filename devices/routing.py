@@ -1,0 +1,3 @@
+"""Websocket routes. The live dashboard's consumers register here."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,81 @@
+"""`manage.py serve`: daphne and the device runtime in one process, on one event loop.
+
+Daphne has no ASGI lifespan, so the runtime is started from daphne's `ready_callable` (the
+reactor and its asyncio loop are running by then) and stopped from a Twisted "before
+shutdown" trigger, which makes Ctrl-C wait for device sessions to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+log = logging.getLogger("homedash.serve")
+
+
+class Command(BaseCommand):
+    help = "Run homedash: web server, websockets and the device runtime in one process."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=None, help="Address to listen on (default HOMEDASH_HOST or 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=None, help="Port (default HOMEDASH_PORT or 8000).")
+        parser.add_argument("--no-runtime", action="store_true", help="Serve pages only; do not talk to devices.")
+
+    def handle(self, *args, **options):
+        # Importing daphne.server installs Twisted's asyncio reactor; it must happen before
+        # anything else touches the reactor.
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from devices import runtime as runtime_module
+        from devices.runtime.setup import build_runtime
+        from homedash.asgi import application
+        from homedash.static import StaticFilesApp
+
+        host = options["host"] or settings.BIND.host
+        port = options["port"] or settings.BIND.port
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port must be 1-65535, got {port}")
+
+        # Bring the database up to date first: an upgrade is "install, then serve".
+        call_command("migrate", interactive=False, verbosity=0)
+
+        runtime = None if options["no_runtime"] else build_runtime()
+        runtime_module.install(runtime)
+
+        def ready():
+            from twisted.internet import defer, reactor
+
+            if runtime is not None:
+                loop = asyncio.get_event_loop()
+                loop.create_task(runtime.start())
+
+                def stop_runtime():
+                    return defer.Deferred.fromFuture(loop.create_task(runtime.stop()))
+
+                reactor.addSystemEventTrigger("before", "shutdown", stop_runtime)
+            self.stdout.write(f"homedash is listening on http://{host if ':' not in host else f'[{host}]'}:{port}/ (Ctrl-C stops it)")
+            self.stdout.flush()
+
+        server = Server(
+            application=StaticFilesApp(application),
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            # Default is 24 h, after which daphne closes with code 1000 and htmx-ext-ws
+            # never reconnects: a wall tablet would freeze after a day.
+            websocket_timeout=-1,
+            websocket_handshake_timeout=10,
+            application_close_timeout=5,
+            ready_callable=ready,
+            server_name="homedash",
+        )
+        # A shell may start us with SIGINT ignored (background jobs); Twisted only installs
+        # its Ctrl-C handler over Python's default one, so put that back first.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server.run()
+        self.stdout.write("homedash stopped.")

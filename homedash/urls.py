@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from devices import views
+
+admin.site.site_header = "homedash administration"
+admin.site.site_title = "homedash"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("onboarding/", views.onboarding, name="onboarding"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("manifest.webmanifest", views.manifest, name="manifest"),
+    path("admin/", admin.site.urls),
+]
