@@ -194,11 +194,14 @@ class SimDevice:
 
     async def reboot(self, downtime: float = 0.3) -> None:
         """Restart: connections refused for `downtime` seconds, then a fresh boot
-        (uptime from zero; vendor subclasses reset their boot ids in on_started)."""
+        (power_on restarts uptime; on_boot lets vendor code reset its boot state)."""
         await self.power_off()
         await asyncio.sleep(downtime)
-        self.boot_time = time.monotonic()
+        self.on_boot()
         await self.power_on()
+
+    def on_boot(self) -> None:
+        """Hook for subclasses: state a real reboot resets (boot ids, energy since boot)."""
 
     async def power_on(self) -> None:
         if self._site is None:
