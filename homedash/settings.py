@@ -137,6 +137,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": config.env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR"])},
     "loggers": {
         "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # one line per device poll is noise
         "django.channels.server": {"level": "WARNING"},
     },
 }

@@ -1,0 +1,286 @@
+"""The device manager: loads adopted devices from the database, runs one session each,
+publishes and persists what they find, and answers commands — in-process for the embedded
+default, over the channel layer when the web and the runtime live in different processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+
+from devices.drivers.errors import DeviceError
+from devices.runtime.publisher import FLUSH_PERIOD, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json
+from devices.runtime.sessions import START_SPREAD, CommandError, DeviceConfig, DeviceSession, describe_error
+from devices.runtime.state import Change, StateStore
+
+log = logging.getLogger(__name__)
+
+RUNTIME_CHANNEL = "homedash.runtime"  # fixed channel name the runtime listens on for commands
+COMMAND_TIMEOUT = 15.0
+
+
+def _load_from_database() -> tuple[list[DeviceConfig], Catalogue, dict[int, tuple[list, float | None]]]:
+    from devices.models import Channel, Device
+
+    configs, catalogue, last_known = [], Catalogue(), {}
+    devices = list(Device.objects.filter(adopted=True, ignored=False).order_by("pk"))
+    for device in devices:
+        configs.append(DeviceConfig.from_device(device))
+        catalogue.devices[device.pk] = DeviceMeta(device.pk, str(device), device.room_id, device.vendor, device.model_name)
+    for channel in Channel.objects.filter(device__in=devices).order_by("device_id", "order", "pk"):
+        catalogue.channels[(channel.device_id, channel.key)] = ChannelMeta(
+            channel.pk, channel.device_id, channel.key, channel.kind, channel.name or channel.key,
+            channel.room_id, channel.visible)
+        state = state_from_json(channel.last_state)
+        if state is not None:
+            states, at = last_known.setdefault(channel.device_id, ([], None))
+            states.append(state)
+            if channel.last_state_at:
+                last_known[channel.device_id] = (states, max(at or 0.0, channel.last_state_at.timestamp()))
+    return configs, catalogue, last_known
+
+
+class DeviceManager:
+    def __init__(self, *, client=None, rng: random.Random | None = None, start_spread: float = START_SPREAD,
+                 flush_period: float = FLUSH_PERIOD) -> None:
+        self.store = StateStore()
+        self.catalogue = Catalogue()
+        self.sessions: dict[int, DeviceSession] = {}
+        self._tasks: dict[int, asyncio.Task] = {}
+        self.rng = rng or random.Random()
+        self.start_spread = start_spread
+        self.flush_period = flush_period
+        self._client = client
+        self._own_client = client is None
+        self.layer = get_channel_layer()
+        self.publisher = Publisher(self.store, self.catalogue, self.render, self.send)
+        self.persister = Persister(self.store, self.catalogue)
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, device_pk: int, keys, presence: bool) -> str:
+        """All changed cards of one device as one string of out-of-band fragments."""
+        parts = []
+        for key in sorted(keys):
+            meta = self.catalogue.channels.get((device_pk, key))
+            if meta is None or not meta.visible:
+                continue
+            parts.append(render_to_string("devices/partials.html#channel-card", self.card_context(meta)))
+        return "".join(parts)
+
+    def card_context(self, meta: ChannelMeta) -> dict[str, Any]:
+        live = self.store.get(meta.device_pk)
+        device = self.catalogue.devices.get(meta.device_pk)
+        return {
+            "channel": meta,
+            "device": device,
+            "state": live.channels.get(meta.key) if live else None,
+            "online": bool(live and live.online),
+            "stale": bool(live is None or live.stale),
+            "updated_at": live.updated_at if live else None,
+            "last_event": next((e for e in reversed(live.events) if e.channel == meta.key), None) if live else None,
+            "oob": True,
+        }
+
+    async def send(self, groups: list[str], html: str) -> None:
+        if self.layer is None:
+            return
+        for group in groups:
+            await self.layer.group_send(group, {"type": "fragment", "html": html})
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, runtime) -> None:
+        from devices.drivers.http import make_client
+
+        if self._client is None:
+            self._client = make_client(max_connections=256, max_keepalive=128)
+        configs, catalogue, last_known = await sync_to_async(_load_from_database)()
+        self._adopt_catalogue(catalogue)
+        for pk, (states, at) in last_known.items():
+            mac = next((c.mac for c in configs if c.pk == pk), "")
+            self.store.load_last_known(pk, mac, states, at)
+        # Spread first requests over the start window instead of hitting every device at once.
+        n = max(1, len(configs))
+        for i, config in enumerate(configs):
+            self._start_session(config, delay=self.start_spread * i / n + self.rng.uniform(0, self.start_spread / n))
+        self.ready.set()
+        tasks = [asyncio.ensure_future(self._persist_loop(runtime)), asyncio.ensure_future(self._listen(runtime))]
+        try:
+            await runtime.stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stop_sessions()
+            await self._flush()
+            if self._own_client and self._client is not None:
+                await self._client.aclose()
+
+    def _adopt_catalogue(self, catalogue: Catalogue) -> None:
+        self.catalogue.devices = catalogue.devices
+        self.catalogue.channels = catalogue.channels
+
+    def _start_session(self, config: DeviceConfig, delay: float = 0.0) -> None:
+        session = DeviceSession(config, self.store, self._client, start_delay=delay, rng=self.rng)
+        self.sessions[config.pk] = session
+        task = asyncio.get_running_loop().create_task(self._run_session(session), name=f"device:{config.mac}")
+        self._tasks[config.pk] = task
+
+    async def _run_session(self, session: DeviceSession) -> None:
+        while not session.stopping.is_set():
+            try:
+                await session.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("session of %s crashed; restarting", session.config.mac)
+                await asyncio.sleep(5)
+
+    async def stop_session(self, pk: int) -> None:
+        session = self.sessions.pop(pk, None)
+        task = self._tasks.pop(pk, None)
+        if session is not None:
+            session.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                log.exception("session %s ended with an error", pk)
+
+    async def stop_sessions(self) -> None:
+        await asyncio.gather(*(self.stop_session(pk) for pk in list(self.sessions)))
+
+    async def reload_device(self, pk: int) -> None:
+        """A device was adopted, edited, re-addressed or deleted: follow the database."""
+        from devices.models import Device
+
+        def load():
+            device = Device.objects.filter(pk=pk, adopted=True, ignored=False).first()
+            configs, catalogue, _ = _load_from_database()
+            return (DeviceConfig.from_device(device) if device else None), catalogue
+
+        config, catalogue = await sync_to_async(load)()
+        self._adopt_catalogue(catalogue)
+        current = self.sessions.get(pk)
+        if config is None:
+            await self.stop_session(pk)
+            self.store.forget(pk)
+            self.publisher.forget(pk)
+            return
+        if current is not None and current.config == config:
+            return
+        await self.stop_session(pk)
+        self._start_session(config)
+
+    # ------------------------------------------------------------------ persistence
+    async def _flush(self) -> None:
+        batch = self.persister.take_batch()
+        if not any(batch.values()):
+            return
+        try:
+            created = await sync_to_async(Persister.write_batch)(batch)
+        except Exception:
+            log.exception("writing device state to the database failed")
+            return
+        if created:
+            # New channels were found: refresh names/rooms and show them.
+            _, catalogue, _ = await sync_to_async(_load_from_database)()
+            self._adopt_catalogue(catalogue)
+            for pk in {pk for pk, _ in created}:
+                if self.store.get(pk) is not None:
+                    self.publisher.on_change(Change(pk, frozenset(k for p, k in created if p == pk), True))
+
+    async def _persist_loop(self, runtime) -> None:
+        while not runtime.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(runtime.stopping.wait(), self.flush_period)
+            await self._flush()
+
+    # ------------------------------------------------------------------ commands
+    async def command(self, device_pk: int, channel: str, action: str, params: dict[str, Any] | None = None) -> dict:
+        """Run a command and say how it went, in words a card can show."""
+        session = self.sessions.get(device_pk)
+        if session is None:
+            return {"ok": False, "error": "this device is not followed by homedash (not adopted?)"}
+        try:
+            states = await asyncio.wait_for(session.command(channel, action, params or {}), COMMAND_TIMEOUT)
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
+        except DeviceError as exc:
+            return {"ok": False, "error": describe_error(exc), "kind": type(exc).__name__}
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": "not answering (timeout)", "kind": "DeviceTimeout"}
+        return {"ok": True, "channels": [s.key for s in states]}
+
+    async def _listen(self, runtime) -> None:
+        """Commands and reload requests that come over the channel layer (other processes,
+        or views that do not share our loop)."""
+        if self.layer is None:
+            return
+        while not runtime.stopping.is_set():
+            try:
+                message = await self.layer.receive(RUNTIME_CHANNEL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("runtime channel receive failed")
+                await asyncio.sleep(1)
+                continue
+            asyncio.get_running_loop().create_task(self._handle(message))
+
+    async def _handle(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "device.changed" and isinstance(message.get("pk"), int):
+            await self.reload_device(message["pk"])
+        elif kind == "device.command":
+            result = await self.command(int(message.get("pk", 0)), str(message.get("channel", "")),
+                                        str(message.get("action", "")), message.get("params") or {})
+            reply = message.get("reply_channel")
+            if isinstance(reply, str) and self.layer is not None:
+                await self.layer.send(reply, {"type": "device.command.result", **result})
+
+
+async def send_command(device_pk: int, channel: str, action: str, params: dict[str, Any] | None = None) -> dict:
+    """What views call. In-process when the runtime lives here; otherwise over the channel
+    layer to whichever process runs it."""
+    from devices import runtime as runtime_module
+
+    rt = runtime_module.current()
+    manager = getattr(rt, "manager", None) if rt is not None else None
+    if manager is not None:
+        return await manager.command(device_pk, channel, action, params)
+    layer = get_channel_layer()
+    reply = await layer.new_channel("homedash.reply.")
+    await layer.send(RUNTIME_CHANNEL, {"type": "device.command", "pk": device_pk, "channel": channel,
+                                       "action": action, "params": params or {}, "reply_channel": reply})
+    try:
+        message = await asyncio.wait_for(layer.receive(reply), COMMAND_TIMEOUT + 2)
+    except asyncio.TimeoutError:
+        return {"ok": False, "error": "the device runtime did not answer"}
+    message.pop("type", None)
+    return message
+
+
+async def notify_device_changed(pk: int) -> None:
+    """Tell the runtime (wherever it runs) to re-read one device."""
+    from devices import runtime as runtime_module
+
+    rt = runtime_module.current()
+    manager = getattr(rt, "manager", None) if rt is not None else None
+    if manager is not None:
+        await manager.reload_device(pk)
+        return
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.send(RUNTIME_CHANNEL, {"type": "device.changed", "pk": pk})
