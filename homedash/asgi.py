@@ -14,11 +14,22 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from django.urls import path, re_path  # noqa: E402
+
+from devices.hooks import ShellyOutboundConsumer  # noqa: E402
 from devices.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": URLRouter(
+            [
+                # Sleeping Shelly devices connect out to us; they send no Origin and no
+                # cookie, and are identified by their frames and address instead.
+                path("shelly/ws", ShellyOutboundConsumer.as_asgi()),
+                # Browsers: session auth, and only from the hosts we answer to.
+                re_path(r"^ws/", AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+            ]
+        ),
     }
 )

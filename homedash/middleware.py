@@ -8,7 +8,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 # Paths that must work before the first user exists.
-_OPEN_PREFIXES = ("/onboarding/", "/static/", "/healthz", "/manifest.webmanifest", "/favicon.ico")
+_OPEN_PREFIXES = ("/onboarding/", "/static/", "/healthz", "/manifest.webmanifest", "/favicon.ico", "/hooks/")
 
 
 class OnboardingMiddleware:

@@ -207,6 +207,17 @@ class DeviceManager:
                 await asyncio.wait_for(runtime.stopping.wait(), self.flush_period)
             await self._flush()
 
+    def report(self, device_pk: int, channels=(), *, events=(), system=None, raw=None, source: str = "push") -> None:
+        """Something the device sent by itself. Unknown (not adopted) devices are ignored."""
+        if self.store.get(device_pk) is None or device_pk not in self.sessions:
+            return
+        channels, events = list(channels), list(events)
+        if channels or system is not None or raw is not None:
+            self.store.apply(device_pk, channels, system=system, raw_status=raw, events=events, source=source)
+        elif events:
+            # An action URL call proves the device is alive too.
+            self.store.apply(device_pk, (), events=events, source=source)
+
     # ------------------------------------------------------------------ commands
     async def command(self, device_pk: int, channel: str, action: str, params: dict[str, Any] | None = None) -> dict:
         """Run a command and say how it went, in words a card can show."""
@@ -243,6 +254,15 @@ class DeviceManager:
         kind = message.get("type")
         if kind == "device.changed" and isinstance(message.get("pk"), int):
             await self.reload_device(message["pk"])
+        elif kind == "device.report" and isinstance(message.get("pk"), int):
+            from devices.drivers.types import Event
+            from devices.runtime.publisher import state_from_json
+
+            states = [s for s in (state_from_json(c) for c in message.get("channels") or []) if s is not None]
+            events = [Event(device=str(e.get("device", "")), channel=str(e.get("channel", "")), kind=str(e.get("kind", "")),
+                            value=e.get("value"), ts=float(e.get("ts") or time.time()))
+                      for e in message.get("events") or [] if isinstance(e, dict)]
+            self.report(message["pk"], states, events=events, source=str(message.get("source", "push")))
         elif kind == "device.command":
             result = await self.command(int(message.get("pk", 0)), str(message.get("channel", "")),
                                         str(message.get("action", "")), message.get("params") or {})
@@ -284,3 +304,24 @@ async def notify_device_changed(pk: int) -> None:
     layer = get_channel_layer()
     if layer is not None:
         await layer.send(RUNTIME_CHANNEL, {"type": "device.changed", "pk": pk})
+
+
+async def report(device_pk: int, channels=(), *, events=(), system=None, raw=None, source: str = "push") -> None:
+    """A device told us something by itself (action URL, outbound websocket, CoIoT): hand
+    it to the runtime, in this process or over the channel layer."""
+    from devices import runtime as runtime_module
+    from devices.runtime.publisher import state_to_json
+
+    rt = runtime_module.current()
+    manager = getattr(rt, "manager", None) if rt is not None else None
+    if manager is not None:
+        manager.report(device_pk, channels, events=events, system=system, raw=raw, source=source)
+        return
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.send(RUNTIME_CHANNEL, {
+            "type": "device.report", "pk": device_pk, "source": source,
+            "channels": [state_to_json(s) for s in channels],
+            "events": [{"channel": e.channel, "kind": e.kind, "value": e.value, "ts": e.ts, "device": e.device}
+                       for e in events],
+        })
