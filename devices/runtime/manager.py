@@ -64,6 +64,7 @@ class DeviceManager:
         self.publisher = Publisher(self.store, self.catalogue, self.render, self.send)
         self.persister = Persister(self.store, self.catalogue)
         self.ready = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ rendering
     def render(self, device_pk: int, keys, presence: bool) -> str:
@@ -100,6 +101,7 @@ class DeviceManager:
     async def run(self, runtime) -> None:
         from devices.drivers.http import make_client
 
+        self.loop = asyncio.get_running_loop()
         if self._client is None:
             self._client = make_client(max_connections=256, max_keepalive=128)
         configs, catalogue, last_known = await sync_to_async(_load_from_database)()
@@ -325,3 +327,23 @@ async def report(device_pk: int, channels=(), *, events=(), system=None, raw=Non
             "events": [{"channel": e.channel, "kind": e.kind, "value": e.value, "ts": e.ts, "device": e.device}
                        for e in events],
         })
+
+
+def device_changed_from_sync_code(pk: int) -> None:
+    """Called from sync code (admin saves, views in threads): schedule the reload on the
+    runtime's own loop, or send it over the channel layer to another process."""
+    from asgiref.sync import async_to_sync
+
+    from devices import runtime as runtime_module
+
+    rt = runtime_module.current()
+    manager = getattr(rt, "manager", None) if rt is not None else None
+    if manager is not None and manager.loop is not None and manager.loop.is_running():
+        manager.loop.call_soon_threadsafe(lambda: manager.loop.create_task(manager.reload_device(pk)))
+        return
+    if rt is None:
+        layer = get_channel_layer()
+        if layer is not None and not layer.__class__.__name__.startswith("InMemory"):
+            # Only a shared layer reaches a runtime in another process; the in-memory one
+            # would just queue a message nobody reads.
+            async_to_sync(layer.send)(RUNTIME_CHANNEL, {"type": "device.changed", "pk": pk})

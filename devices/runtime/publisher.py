@@ -252,12 +252,16 @@ class Persister:
                     channel_pks[(row["device_id"], row["key"])] = row["pk"]
             # A device deleted meanwhile takes its pending writes with it.
             existing_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True))
+            new, seen = [], set()
             for pk, key, kind in sorted(wanted):
-                if (pk, key) not in channel_pks and pk in existing_devices:
+                if (pk, key) not in channel_pks and pk in existing_devices and (pk, key) not in seen:
+                    seen.add((pk, key))
                     kind = kind if kind in Channel.Kind.values else (
                         "sensor" if kind in ("pir", "motion") else "input" if kind == "button" else Channel.Kind.UNKNOWN)
-                    channel = Channel.objects.create(device_id=pk, key=key, kind=kind, order=len(channel_pks))
-                    channel_pks[(pk, key)] = created[(pk, key)] = channel.pk
+                    new.append(Channel(device_id=pk, key=key, kind=kind, order=len(channel_pks) + len(new)))
+            # bulk_create sends no signals: the runtime refreshes its own catalogue after this.
+            for channel in Channel.objects.bulk_create(new):
+                channel_pks[(channel.device_id, channel.key)] = created[(channel.device_id, channel.key)] = channel.pk
             for pk, key, _kind, data, at in batch["channels"]:
                 if (pk, key) in channel_pks:
                     Channel.objects.filter(pk=channel_pks[(pk, key)]).update(last_state=data, last_state_at=when(at))
