@@ -107,7 +107,9 @@ def service_infos(device: Any, interface_ip: str) -> list[ServiceInfo]:
     mac = str(device.mac).upper()
     infos: list[ServiceInfo] = []
     if _is_rpc(device):
-        device_id = getattr(device, "device_id", None) or f"shelly-{mac.lower()}"
+        device_id = getattr(device, "device_id", None)
+        if not isinstance(device_id, str):
+            device_id = f"shelly-{mac.lower()}"
         prefix = device_id.rsplit("-", 1)[0]
         host_label = getattr(getattr(device, "spec", None), "host_label", None) or prefix.capitalize()
         gen = str(getattr(device, "gen", 2))
@@ -128,7 +130,9 @@ def service_infos(device: Any, interface_ip: str) -> list[ServiceInfo]:
         return infos
     model = str(getattr(device, "model", "")).upper()
     prefix, app, short_id = _GEN1.get(model, (f"shelly{model.lower().replace('-', '')}", model.lower(), False))
-    gen1_id = getattr(device, "device_id", None) or f"{prefix}-{mac[-6:] if short_id else mac}"
+    # The Gen1 simulator names its host like the firmware does; fall back to our table.
+    hostname = getattr(device, "hostname", None)
+    gen1_id = hostname if isinstance(hostname, str) and hostname else f"{prefix}-{mac[-6:] if short_id else mac}"
     fw_id = getattr(device, "fw", None) or getattr(device, "fw_id", None) or "20230913-112003/v1.14.0-gsim"
     txt = {"id": gen1_id, "arch": "esp8266", "app": app, "fw_version": "1.0", "fw_id": str(fw_id),
            "discoverable": "false"}

@@ -1673,10 +1673,10 @@ class ShellyRpc(SimDevice):
             if response is not None:
                 response.close()
 
-    async def reboot(self) -> None:
-        """Restart: sockets drop, the device is unreachable for ``reboot_time`` seconds,
-        uptime starts from zero, RAM state (nonces, sessions) is gone."""
-        assert self._reboot_lock is not None
+    async def reboot(self, downtime: float | None = None) -> None:
+        """Restart: sockets drop, the device is unreachable for ``downtime`` (default
+        ``reboot_time``) seconds, uptime starts from zero, RAM state (nonces, sessions) is gone."""
+        self._reboot_lock = self._reboot_lock or asyncio.Lock()
         async with self._reboot_lock:
             if self._sleep_now is not None:
                 self._sleep_now.set()
@@ -1684,9 +1684,10 @@ class ShellyRpc(SimDevice):
             self._shutdown_at = None
             self._reset_reason = 3
             self.guard.forget_nonces()
-            await asyncio.sleep(self.reboot_time)
+            await asyncio.sleep(self.reboot_time if downtime is None else downtime)
+            self.on_boot()
             if self.spec.sleeping:
-                self.wake("poweron")
+                self.wake(cause="poweron")
             else:
                 await self.power_on()
 
@@ -1951,12 +1952,13 @@ class ShellyRpc(SimDevice):
                 peer.send(json.dumps(reply, separators=JSON_COMPACT))
 
     # ================================================================ sleeping devices
-    def wake(self, cause: str = "button") -> asyncio.Task:
+    def wake(self, seconds: float | None = None, cause: str = "button") -> asyncio.Task:
         """Wake a sleeper: it boots, is reachable, connects to ``ws.server`` (if set) with
-        NotifyFullStatus, stays ``awake_time`` seconds, says "Bye" and sleeps again."""
+        NotifyFullStatus, stays ``seconds`` (default ``awake_time``), says "Bye" and sleeps
+        again. The returned task ends when the device is asleep again."""
         if not self.spec.sleeping:
             raise ValueError(f"{self.model} does not sleep")
-        return self.spawn(self._wake_cycle(cause))
+        return self.spawn(self._wake_cycle(cause, seconds))
 
     def sleep(self) -> asyncio.Task:
         """End the current wake now (the same "Bye" and power-down as after awake_time)."""
@@ -1976,7 +1978,7 @@ class ShellyRpc(SimDevice):
             with contextlib.suppress(Exception):
                 await self._wake_cycle("periodic")
 
-    async def _wake_cycle(self, cause: str) -> None:
+    async def _wake_cycle(self, cause: str, seconds: float | None = None) -> None:
         assert self._wake_lock is not None
         if self._awake:
             return
@@ -1993,7 +1995,7 @@ class ShellyRpc(SimDevice):
 
                 async def until() -> None:
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(sleep_now.wait(), self.awake_time)
+                        await asyncio.wait_for(sleep_now.wait(), self.awake_time if seconds is None else seconds)
 
                 ws_cfg = self.config["ws"]
                 if ws_cfg.get("enable") and ws_cfg.get("server"):
