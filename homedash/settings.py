@@ -30,6 +30,7 @@ DISCOVERY_PORT = config.env_int("DISCOVERY_PORT", 7979, minimum=1, maximum=65535
 MDNS_INTERFACES = config.env_list("MDNS_INTERFACES", [])
 # Device addresses on loopback are refused unless this is set (the simulator and demo set it).
 ALLOW_LOOPBACK_DEVICES = config.env_bool("ALLOW_LOOPBACK_DEVICES", DEMO)
+AUTO_ADOPT = config.env_bool("AUTO_ADOPT", False)  # newly found devices skip the inbox
 
 INSTALLED_APPS = [
     "daphne",
