@@ -895,6 +895,10 @@ class ShellyRpcHttp(RpcMethods):
                         # Expired nonce: the next attempt starts from the new challenge.
                         stale_left -= 1
                         continue
+                    # Forget the refused challenge: the next call then starts with a plain
+                    # request (a challenge, which fw 2.x does not count as a failure)
+                    # instead of replaying a wrong answer first.
+                    self._set_password(self._password)
                     raise WrongCredentials("password rejected", host=self.host)
                 if reply.status == 404 and body is None:
                     raise Unsupported("no /rpc endpoint: not a Gen2+ device", host=self.host)
@@ -1014,6 +1018,7 @@ class ShellyRpcSession(RpcMethods):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._connected = asyncio.Event()
+        self._attempt_done = asyncio.Event()
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -1035,6 +1040,7 @@ class ShellyRpcSession(RpcMethods):
     async def start(self) -> None:
         if self._task is None or self._task.done():
             self._closing = False
+            self.last_error = None
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"shelly-rpc {self.host}")
 
     async def stop(self) -> None:
@@ -1060,13 +1066,26 @@ class ShellyRpcSession(RpcMethods):
         await self.stop()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout if timeout is not None else self.call_timeout)
-        except TimeoutError as exc:
-            err = self.last_error
-            if isinstance(err, (AuthRequired, WrongCredentials, Throttled, Unsupported)):
-                raise err from exc
-            raise Unreachable(f"not connected ({err})" if err else "not connected", host=self.host) from exc
+        """Return once connected. While the session is down after a failed attempt, raise
+        that attempt's error at once (a call on an offline device should say so, not hang);
+        before the first attempt has finished, wait for it up to ``timeout``."""
+        if self._connected.is_set():
+            return
+        if self.last_error is None:
+            attempt = self._attempt_done
+            try:
+                await asyncio.wait_for(attempt.wait(), timeout if timeout is not None else self.call_timeout)
+            except TimeoutError as exc:
+                raise DeviceTimeout("no connection yet", host=self.host) from exc
+            if self._connected.is_set():
+                return
+        err = self.last_error or Unreachable("not connected", host=self.host)
+        raise err.with_traceback(None)
+
+    def _attempt_finished(self) -> None:
+        """Wake everybody waiting for the outcome of a connection attempt."""
+        self._attempt_done.set()
+        self._attempt_done = asyncio.Event()
 
     # ---------------------------------------------------------- subscriptions
     def subscribe(self, callback: Callable[[SessionUpdate], None]) -> Callable[[], None]:
@@ -1137,6 +1156,7 @@ class ShellyRpcSession(RpcMethods):
                     self.connects += 1
                     self.last_error = None
                     self._connected.set()
+                    self._attempt_finished()
                     delay = self.reconnect_min
                     self._emit(
                         SessionUpdate(
@@ -1163,7 +1183,8 @@ class ShellyRpcSession(RpcMethods):
                     self._fail_pending(error or Unreachable("connection lost", host=self.host))
             if self._closing:
                 break
-            self.last_error = error
+            self.last_error = error or Unreachable("connection lost", host=self.host)
+            self._attempt_finished()
             if was_connected:
                 self._emit(SessionUpdate(kind="disconnected", error=error))
             wait = delay
@@ -1316,7 +1337,13 @@ class ShellyRpcSession(RpcMethods):
                 challenge = parse_ws_challenge(error.get("message"))
                 if challenge is None:
                     raise ProtocolError("401 without a usable challenge", host=self.host)
-                fresh = sent_nonce is None or challenge.stale or challenge.nonce != sent_nonce
+                # Retry when this is the first challenge, when the device says our nonce
+                # expired (fw 2.x: stale), or when pre-2.0 firmware (numeric nonces, no
+                # failure counting) simply handed out a new nonce. A fw 2.x re-challenge
+                # without stale means the answer was wrong: retrying would only add to the
+                # device's failure count.
+                renewed = isinstance(challenge.nonce, int) and challenge.nonce != sent_nonce
+                fresh = sent_nonce is None or challenge.stale or renewed
                 if fresh and auth_retries > 0:
                     auth_retries -= 1
                     self.auth.accept(challenge)
