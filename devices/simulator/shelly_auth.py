@@ -313,9 +313,10 @@ class DigestGuard:
         if not hmac.compare_digest(expected, response.lower()):
             return self._failed("wrong response")
         if self.locked_out:
-            # Right password, but the device is sulking: 429 without extending it.
-            self.stats.throttled += 1
-            return Verdict(False, throttled=TOO_MANY_FAILURES)
+            # The lock-out dropped every nonce, so whatever nonce this is, it is dead: the
+            # client did not back off and re-challenge. That counts as another failure and
+            # keeps the device locked (home-assistant/core#177257).
+            return self._failed("nonce presented during lock-out")
         slot = self._slots.get(nonce)
         if not self.fw2:
             if slot is None:
