@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -339,7 +340,10 @@ def device_changed_from_sync_code(pk: int) -> None:
     rt = runtime_module.current()
     manager = getattr(rt, "manager", None) if rt is not None else None
     if manager is not None and manager.loop is not None and manager.loop.is_running():
-        manager.loop.call_soon_threadsafe(lambda: manager.loop.create_task(manager.reload_device(pk)))
+        # A fresh context: the caller's (asgiref's executor markers included) must not leak
+        # into the runtime's task, or its own sync_to_async calls would refuse to run.
+        manager.loop.call_soon_threadsafe(lambda: manager.loop.create_task(manager.reload_device(pk)),
+                                          context=contextvars.Context())
         return
     if rt is None:
         layer = get_channel_layer()
