@@ -1,0 +1,88 @@
+"""Pure pieces of the runtime: change detection, hysteresis, coalescing, persistence batches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from devices.drivers.types import ChannelState, Event
+from devices.runtime.publisher import COALESCE, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json, state_to_json
+from devices.runtime.state import StateStore
+
+
+def _store():
+    store = StateStore()
+    store.ensure(1, "AABBCCDDEEFF")
+    return store
+
+
+def test_only_real_changes_count():
+    store = _store()
+    assert store.apply(1, [ChannelState("relay", "switch", on=True, power_w=10.01)]).channels == {"relay"}
+    # A wobble below the display precision is not a change.
+    assert not store.apply(1, [ChannelState("relay", "switch", on=True, power_w=10.02)]).channels
+    assert store.apply(1, [ChannelState("relay", "switch", on=False, power_w=0.0)]).channels == {"relay"}
+
+
+def test_offline_only_after_repeated_failures():
+    store = _store()
+    store.apply(1, [ChannelState("relay", "switch", on=True)])
+    assert not store.failure(1, "unreachable").presence and store.get(1).online
+    assert store.failure(1, "unreachable").presence and not store.get(1).online
+    change = store.apply(1, [ChannelState("relay", "switch", on=True)])
+    assert change.presence and store.get(1).online and store.get(1).health.failures_in_row == 0
+
+
+def test_last_known_state_round_trips_and_tolerates_garbage():
+    state = ChannelState("light", "light", on=True, brightness_pct=40.0, colour=(120.0, 50.0, 40.0), colour_mode="hsv")
+    assert state_from_json(state_to_json(state)) == state
+    for garbage in (None, [], {"key": 5}, {"key": "x", "kind": "switch", "unknown_field": 1, "on": True}):
+        result = state_from_json(garbage)
+        assert result is None or (result.key == "x" and result.on is True)
+
+
+async def test_lone_change_goes_out_at_once_and_bursts_are_coalesced():
+    store = _store()
+    catalogue = Catalogue()
+    catalogue.devices[1] = DeviceMeta(1, "Lamp", 7, "shelly", "Plus 1PM")
+    catalogue.channels[(1, "switch:0")] = ChannelMeta(10, 1, "switch:0", "switch", "Lamp", None)
+    sent: list[tuple[float, list[str], str]] = []
+
+    async def send(groups, html):
+        sent.append((time.monotonic(), groups, html))
+
+    renders = []
+
+    def render(pk, keys, presence):
+        renders.append(keys)
+        return f"<div id='channel-10'>{store.get(pk).channels['switch:0'].on}</div>"
+
+    Publisher(store, catalogue, render, send)
+    t0 = time.monotonic()
+    store.apply(1, [ChannelState("switch:0", "switch", on=True)])
+    await asyncio.sleep(0.01)
+    assert len(sent) == 1 and sent[0][0] - t0 < 0.01
+    assert sent[0][1] == ["device.1", "room.7"]  # the channel falls back to the device's room
+
+    # 50 changes within ~50 ms: at most one message per COALESCE period, the last one true.
+    for n in range(50):
+        store.apply(1, [ChannelState("switch:0", "switch", on=n % 2 == 0, power_w=float(n))])
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(COALESCE * 2)
+    burst = sent[1:]
+    assert 1 <= len(burst) <= 3
+    assert burst[-1][2] == "<div id='channel-10'>False</div>"  # n=49 -> off
+    gaps = [b[0] - a[0] for a, b in zip(sent, sent[1:])]
+    assert all(gap >= COALESCE * 0.9 for gap in gaps)
+
+
+def test_persister_batches_readings_at_most_once_a_minute():
+    store = _store()
+    persister = Persister(store, Catalogue())
+    store.apply(1, [ChannelState("relay", "switch", on=True, power_w=5.0)], events=[Event("m", "relay", "single")])
+    batch = persister.take_batch(now=1000.0)
+    assert [r[3] for r in batch["readings"]] == ["power_w"] and batch["channels"] and len(batch["events"]) == 1
+    store.apply(1, [ChannelState("relay", "switch", on=True, power_w=50.0)])
+    assert persister.take_batch(now=1030.0)["readings"] == []
+    store.apply(1, [ChannelState("relay", "switch", on=True, power_w=60.0)])
+    assert [r[4] for r in persister.take_batch(now=1061.0)["readings"]] == [60.0]
