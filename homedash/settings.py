@@ -28,6 +28,8 @@ DISCOVERY = config.env_bool("DISCOVERY", True)
 DISCOVERY_BIND = config.env_address("DISCOVERY_BIND", "0.0.0.0")
 DISCOVERY_PORT = config.env_int("DISCOVERY_PORT", 7979, minimum=1, maximum=65535)
 MDNS_INTERFACES = config.env_list("MDNS_INTERFACES", [])
+# Gen1 CoIoT status messages (UDP); 0 turns the listener off.
+COIOT_PORT = config.env_int("COIOT_PORT", 5683, minimum=0, maximum=65535)
 # Device addresses on loopback are refused unless this is set (the simulator and demo set it).
 ALLOW_LOOPBACK_DEVICES = config.env_bool("ALLOW_LOOPBACK_DEVICES", DEMO)
 AUTO_ADOPT = config.env_bool("AUTO_ADOPT", False)  # newly found devices skip the inbox

@@ -265,6 +265,7 @@ class DeviceSession:
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()  # poll now (after a command, or when asked)
         self._failures = 0
+        self.coiot_until = 0.0  # while CoIoT pushes arrive, polling is only a safety net
         self.store.ensure(config.pk, config.mac)
 
     @property
@@ -313,10 +314,13 @@ class DeviceSession:
 
     async def _poll_loop(self) -> None:
         self.live.health.mode = "poll"
+        self.coiot_until = 0.0
         while not self.stopping.is_set():
             try:
                 await self.poll_once()
                 delay = self.config.poll_interval
+                if time.monotonic() < self.coiot_until:
+                    delay = max(delay, SAFETY_POLL)
             except DeviceError:
                 delay = self.backoff()
             except Exception:  # a bug in a parser must not kill the session

@@ -33,7 +33,7 @@ class Command(BaseCommand):
         from daphne.server import Server
 
         from devices import runtime as runtime_module
-        from devices.runtime.setup import build_runtime
+        from devices.runtime.setup import build_runtime_from_settings
         from homedash.asgi import application
         from homedash.static import StaticFilesApp
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         # Bring the database up to date first: an upgrade is "install, then serve".
         call_command("migrate", interactive=False, verbosity=0)
 
-        runtime = None if options["no_runtime"] else build_runtime()
+        runtime = None if options["no_runtime"] else build_runtime_from_settings()
         runtime_module.install(runtime)
 
         def ready():

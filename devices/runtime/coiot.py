@@ -1,0 +1,71 @@
+"""The CoIoT listener: Gen1 devices whose CoIoT peer points at homedash tell us when they
+change, and their session reads `/status` at once instead of waiting for the next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from devices.drivers.coiot import CODE_STATUS, belongs_to, parse_coiot
+
+log = logging.getLogger(__name__)
+
+PUSH_FRESH = 60.0  # seconds a CoIoT message keeps a device in "push" mode
+
+
+class CoiotListener(asyncio.DatagramProtocol):
+    def __init__(self, manager) -> None:
+        self.manager = manager
+        self.transport: asyncio.DatagramTransport | None = None
+        self._serials: dict[int, int] = {}
+        self.received = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        message = parse_coiot(data)
+        if message is None or message.code != CODE_STATUS:
+            return
+        self.received += 1
+        host = addr[0]
+        for pk, session in self.manager.sessions.items():
+            config = session.config
+            if config.vendor != "shelly" or (config.generation or 1) != 1:
+                continue
+            # Trust a message only from the device's own address and with its own id.
+            if config.host != host or not belongs_to(message, config.mac):
+                continue
+            live = session.live
+            live.health.mode = "push (CoIoT)"
+            live.health.last_push = time.time()
+            session.coiot_until = time.monotonic() + PUSH_FRESH
+            # The same serial is a repeat of the periodic status: nothing changed.
+            if message.serial is not None and self._serials.get(pk) == message.serial:
+                return
+            self._serials[pk] = message.serial
+            session.wakeup.set()
+            return
+
+
+async def run_coiot(manager, runtime, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        log.warning("CoIoT listener cannot bind %s:%s (%s); Gen1 devices are polled only", host, port, exc)
+        sock.close()
+        return
+    transport, protocol = await loop.create_datagram_endpoint(lambda: CoiotListener(manager), sock=sock)
+    manager.coiot = protocol
+    manager.coiot_port = sock.getsockname()[1]
+    try:
+        await runtime.stopping.wait()
+    finally:
+        transport.close()

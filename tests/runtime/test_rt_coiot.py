@@ -1,0 +1,79 @@
+"""Gen1 CoIoT as a push path: a status message from a known device makes its session read
+/status at once; repeats of the same serial cost nothing; strangers are ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from devices import runtime as runtime_module
+from devices.drivers.coiot import belongs_to, parse_coiot
+from devices.models import Device
+from devices.runtime.setup import build_runtime
+from devices.simulator.shelly_gen1 import ShellyGen1, coap_encode
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300, deadline=None)
+def test_parser_never_raises(data):
+    parse_coiot(data)
+
+
+def test_parses_a_status_message():
+    raw = coap_encode(30, 7, [(3332, b"SHSW-PM#A4CF12F3D4E1#2"), (3412, b"\x00\x26"), (3420, b"\x01\x02")],
+                      b'{"G":[[0,1101,1]]}')
+    message = parse_coiot(raw)
+    assert (message.code, message.model, message.device, message.serial) == (30, "SHSW-PM", "A4CF12F3D4E1", 258)
+    assert message.payload == {"G": [[0, 1101, 1]]}
+    assert belongs_to(message, "A4CF12F3D4E1") and not belongs_to(message, "A4CF12000000")
+
+
+async def until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+async def test_coiot_status_triggers_an_immediate_read():
+    rt = build_runtime(manager_options={"start_spread": 0.0, "flush_period": 0.2},
+                       coiot_host="127.0.0.1", coiot_port=0)
+    await rt.start()
+    runtime_module.install(rt)
+    manager = rt.manager
+    try:
+        assert await until(lambda: getattr(manager, "coiot_port", None))
+        plug = ShellyGen1("SHSW-PM", coiot_peer=f"127.0.0.1:{manager.coiot_port}", update_period=1.0)
+        await plug.start()
+        try:
+            device = await Device.objects.acreate(mac=plug.mac, vendor="shelly", generation=1, model_code="SHSW-PM",
+                                                  host=plug.host, port=plug.port, adopted=True, poll_interval=30)
+            await manager.reload_device(device.pk)
+            store = manager.store
+            assert await until(lambda: store.get(device.pk).online)
+            before = store.get(device.pk).channels["relay:0"].on
+            requests = plug.requests_total
+            plug.flip(0)
+            # Far sooner than the 30 s poll interval.
+            assert await until(lambda: store.get(device.pk).channels["relay:0"].on is (not before), timeout=3)
+            assert store.get(device.pk).health.mode == "push (CoIoT)"
+            await asyncio.sleep(2.5)  # periodic repeats with an unchanged serial
+            assert plug.requests_total - requests <= 2
+            assert manager.coiot.received >= 2
+        finally:
+            await plug.stop()
+
+        # A forged message from elsewhere for an unknown id changes nothing.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.sendto(coap_encode(30, 1, [(3332, b"SHSW-PM#000000000000#2"), (3420, b"\x09")], b"{}"),
+                    ("127.0.0.1", manager.coiot_port))
+        sock.close()
+    finally:
+        runtime_module.install(None)
+        await rt.stop()
