@@ -477,6 +477,7 @@ class ShellyRpc(SimDevice):
         self._ws_active: dict[str, Any] = dict(self.config["ws"])
         self._shutdown_at: float | None = None
         self._ota_running = False
+        self.ota_will_fail = False      # set by tests / the control API to make Shelly.Update fail
         self._awake = False
         self._wake_cause = "periodic"
         self._sleep_now: asyncio.Event | None = None
@@ -1490,7 +1491,10 @@ class ShellyRpc(SimDevice):
             # bare temperature update, which real devices send without it.
             if (":" in key and isinstance(value, dict) and isinstance(comp, dict) and "id" in comp
                     and set(value) - {"temperature", "id"}):
-                diff[key] = {"id": comp["id"], **value}
+                value = diff[key] = {"id": comp["id"], **value}
+            if isinstance(value, dict) and isinstance(comp, dict) and {"aenergy", "ret_aenergy"} & set(value):
+                # The minute's energy counters are always pushed whole.
+                value.update({k: comp[k] for k in ("aenergy", "ret_aenergy") if k in comp})
         self._notify("NotifyStatus", {"ts": round(time.time(), 2), **diff})
         for key, value in diff.items():
             self.log(f"shelly_notification:162 Status change of {key}: {json.dumps(value, separators=JSON_COMPACT)}")
@@ -1699,10 +1703,13 @@ class ShellyRpc(SimDevice):
                 self._emit_events([{"component": "sys", "event": "ota_progress", "msg": "in_progress",
                                     "progress_percent": percent}])
             await asyncio.sleep(self.ota_step)
+            if self.ota_will_fail:
+                # The image did not verify: the device stays on its firmware and keeps running.
+                self._emit_events([{"component": "sys", "event": "ota_error", "msg": "error"}])
+                return
             self._emit_events([{"component": "sys", "event": "ota_success", "msg": "update applied"}])
             self.ver = target
-            self.updates = {s: v for s, v in self.updates.items() if parse_version(v) > parse_version(target)
-                            or (s == "beta" and v != target and parse_version(v) >= parse_version(target))}
+            self.updates = {s: v for s, v in self.updates.items() if parse_version(v) > parse_version(target)}
             delay_ms = int(self.ota_step * 1000)
             self._emit_events([{"component": "sys", "event": "scheduled_restart", "time_ms": delay_ms}])
             await asyncio.sleep(self.ota_step)
