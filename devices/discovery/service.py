@@ -299,12 +299,14 @@ def services(
     runtime_settings: Any = None,
     *,
     subscribers: Iterable[Callback] = (),
+    **overrides: Any,
 ) -> list[tuple[str, Callable[[Any], Awaitable[None]]]]:
     """What the runtime registers: ``for name, fn in services(settings):
     runtime.add_service(name, fn)``. Empty when HOMEDASH_DISCOVERY is off.
 
     Each start builds a fresh ``Discovery`` (the runtime restarts a crashed service), and
     ``subscribers`` are attached to it; the running instance is ``current()``.
+    ``overrides`` go to ``Discovery`` (e.g. ``mdns=False``, ``probe_window=30``).
     """
     if runtime_settings is None:
         from django.conf import settings as runtime_settings  # noqa: N813
@@ -313,7 +315,7 @@ def services(
     callbacks = list(subscribers)
 
     async def discovery_service(runtime: Any) -> None:
-        discovery = Discovery.from_settings(runtime_settings)
+        discovery = Discovery.from_settings(runtime_settings, **overrides)
         for callback in callbacks:
             discovery.subscribe(callback)
         await discovery.serve(runtime)
