@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import http
-from .errors import AuthRequired, DeviceError, ProtocolError, Unreachable, WrongCredentials
+from .errors import AuthRequired, DeviceError, ProtocolError, Throttled, Unreachable, Unsupported, WrongCredentials
 from .shelly_rpc import WS_CLOSE_TIMEOUT, WS_OPEN_TIMEOUT, translate_ws_error, digest_authorization, parse_www_authenticate
 from .types import LogLine, as_float, as_int
 
@@ -178,6 +178,13 @@ class DebugLogStream:
                 self._ws = await self._connect(None)
                 return
             except InvalidStatus as exc:
+                if exc.response.status_code == 404:
+                    raise Unsupported(
+                        "debug log websocket is off (Sys.SetConfig debug.websocket.enable)", host=self.host
+                    ) from exc
+                if exc.response.status_code == 503:
+                    # The firmware serves at most three listeners.
+                    raise Throttled("too many debug log listeners", retry_after=5.0, host=self.host) from exc
                 if exc.response.status_code != 401:
                     raise
                 challenge_header = _digest_header(exc.response.headers)
