@@ -468,6 +468,7 @@ class ShellyRpc(SimDevice):
 
         # Sessions and background work.
         self._peers: set[_Peer] = set()
+        self._outbound: set[_Peer] = set()   # live outbound sockets (ws.connected)
         self._debug_reserved = 0
         self._udp_lines: collections.deque[str] = collections.deque(maxlen=UDP_RING)
         self._udp_seq = 0
@@ -800,7 +801,7 @@ class ShellyRpc(SimDevice):
         if spec.ui:
             st["ui"] = {}
         st["wifi"] = self._wifi_status()
-        st["ws"] = {"connected": any(p.outbound for p in self._peers)}
+        st["ws"] = {"connected": bool(self._outbound)}
         return dict(sorted(st.items()))
 
     def _wifi_status(self) -> dict[str, Any]:
@@ -1672,6 +1673,7 @@ class ShellyRpc(SimDevice):
         for peer in [p for p in self._peers if p.outbound]:
             # Power loss: the TCP connection just dies, no close frame.
             self._peers.discard(peer)
+            self._outbound.discard(peer)
             peer.close()
             response = getattr(peer.ws, "_response", None)
             if response is not None:
@@ -1918,11 +1920,13 @@ class ShellyRpc(SimDevice):
         async with aiohttp.ClientSession(timeout=timeout) as session:
             ws = await session.ws_connect(url, protocols=("json-rpc",), heartbeat=None)
             peer = _Peer(self, ws, outbound=True)
-            self._peers.add(peer)
-            self._commit()  # ws.connected
+            self._outbound.add(peer)
+            # The server hears NotifyFullStatus first; everyone else hears ws.connected.
             full = {"ts": round(time.time(), 2), **self.full_status()}
             peer.send(json.dumps({"src": self.device_id, "dst": "ws", "method": "NotifyFullStatus",
                                   "params": full}, separators=JSON_COMPACT))
+            self._commit()
+            self._peers.add(peer)
             reader = asyncio.create_task(self._read_outbound(peer))
             try:
                 if until is None:
@@ -1939,6 +1943,7 @@ class ShellyRpc(SimDevice):
                 with contextlib.suppress(BaseException):
                     await reader
                 self._peers.discard(peer)
+                self._outbound.discard(peer)
                 peer.close()
                 if not ws.closed:
                     await ws.close()
