@@ -97,6 +97,7 @@ class Device(models.Model):
     class Meta:
         ordering = ["name", "mac"]
         indexes = [models.Index(fields=["adopted", "ignored"])]
+        permissions = [("read_debug_logs", "May read device debug logs")]
 
     def __str__(self) -> str:
         return self.name or f"{self.model_name or self.model_code or self.vendor} {self.mac}"

@@ -15,8 +15,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from devices import runtime as runtime_module
-from devices.models import AuditEntry, Device, Room
+from devices import access, runtime as runtime_module
+from devices.models import AuditEntry, Device
 
 
 class OnboardingForm(forms.Form):
@@ -55,9 +55,7 @@ def onboarding(request):
 
 @login_required
 def home(request):
-    rooms = Room.objects.all()
-    if not request.user.is_staff:
-        rooms = rooms.filter(Q(access__user=request.user) | Q(access__group__in=request.user.groups.all())).distinct()
+    rooms = access.visible_rooms(request.user)
     return render(request, "devices/home.html", {"rooms": rooms})
 
 
