@@ -141,10 +141,12 @@ class SimDevice:
                 handler_cancellation=True, shutdown_timeout=0.5,
             )
             await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await self._site.start()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        # Only a listening site counts as "on": callers poll _site to see the device up.
+        self._site = site
         if self.port == 0:
-            sockets = self._site._server.sockets  # type: ignore[union-attr]
+            sockets = site._server.sockets  # type: ignore[union-attr]
             self.port = sockets[0].getsockname()[1]
         await self.on_started()
 
