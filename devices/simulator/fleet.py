@@ -154,11 +154,14 @@ class Fleet:
         coiot_peer: str = "",
         update_period: float = 15.0,
         sleepers_wake_every: float | None = None,
+        first_address: str = "127.0.1.1",
     ) -> None:
         if not is_loopback(host) and not in_private_namespace():
             raise ValueError(f"the simulator binds loopback only, not {host!r}")
         if announce_to is not None:
             check_send_target(announce_to[0])
+        if per_device_addresses and not is_loopback(first_address) and not in_private_namespace():
+            raise ValueError(f"per-device addresses must be loopback, not {first_address!r}")
         if per_device_addresses and not may_own_addresses():
             raise PermissionError("per-device addresses need root (port 80) or HOMEDASH_PRIVATE_NETNS=1")
         parsed = [s if isinstance(s, DeviceSpec) else DeviceSpec.parse(s)
@@ -179,6 +182,7 @@ class Fleet:
         self.coiot_peer = coiot_peer
         self.update_period = update_period
         self.sleepers_wake_every = sleepers_wake_every
+        self.first_address = ipaddress.IPv4Address(first_address)
         self.devices: list[SimDevice] = []
         self.skipped: list[DeviceSpec] = []
         self.control: ControlApi | None = None
@@ -187,8 +191,8 @@ class Fleet:
     # ------------------------------------------------------------ building
     def address_for(self, index: int) -> tuple[str, int]:
         if self.per_device_addresses:
-            # 127.0.0.x is left to tests and to homedash itself.
-            return f"127.0.{1 + index // 250}.{1 + index % 250}", 80
+            # From 127.0.1.1 by default: 127.0.0.x is left to homedash itself.
+            return str(self.first_address + index), 80
         return self.host, (self.base_port + index if self.base_port else 0)
 
     def build(self) -> list[SimDevice]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import random
 import socket
 import time
 from contextlib import asynccontextmanager
@@ -23,6 +25,18 @@ def own_addresses_or_skip() -> None:
     """Clients hard-wired to port 80 (python-mystrom, aioshelly Gen1) need 127.0.0.x:80."""
     if not (in_private_namespace() or os.geteuid() == 0):
         pytest.skip("needs 127.0.0.x:80: run as root or inside `unshare -rn` with HOMEDASH_PRIVATE_NETNS=1")
+
+
+# Test runs of other sessions may share this machine: give each process its own corner
+# of 127/8 for the fixed-port (80, 5683) devices so parallel runs do not collide.
+_NET = random.SystemRandom().randrange(20, 250)
+_HOSTS = itertools.count(1)
+
+
+def fresh_host() -> str:
+    """A loopback address no other test (in this process) has used."""
+    n = next(_HOSTS)
+    return f"127.{_NET}.{n // 250}.{1 + n % 250}"
 
 
 async def until(predicate, timeout: float = 5.0, step: float = 0.02) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from django.core.management import call_command
 from devices.simulator.fleet import DeviceSpec, Fleet, format_table, household_mix
 from devices.simulator.mystrom import MyStromButton, MyStromSwitch
 from devices.simulator.shelly_gen1 import ShellyGen1
-from sim_helpers import own_addresses_or_skip, plain_session, udp_inbox, until
+from sim_helpers import fresh_host, own_addresses_or_skip, plain_session, udp_inbox, until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,8 +90,13 @@ async def test_whole_household_starts_answers_and_stops():
 
 async def test_per_device_addresses_on_port_80():
     own_addresses_or_skip()
-    async with Fleet(["WS2", "SHSW-PM", "SHDM-2"], per_device_addresses=True, seed=2) as fleet:
-        assert [d.address for d in fleet.devices] == ["127.0.1.1:80", "127.0.1.2:80", "127.0.1.3:80"]
+    first = fresh_host()
+    for _ in range(3):
+        fresh_host()                                     # keep the next two free for the fleet
+    async with Fleet(["WS2", "SHSW-PM", "SHDM-2"], per_device_addresses=True, seed=2,
+                     first_address=first) as fleet:
+        base = ipaddress.IPv4Address(first)
+        assert [d.address for d in fleet.devices] == [f"{base + i}:80" for i in range(3)]
         assert [d.coap_port for d in fleet.devices[1:]] == [5683, 5683]
         async with plain_session() as s:
             for device in fleet.devices:

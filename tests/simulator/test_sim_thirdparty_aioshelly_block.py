@@ -4,8 +4,10 @@ over CoAP to port 5683 of the device address, commands over HTTP, CoIoT pushes (
 to its listener.
 
 aioshelly refuses any HTTP port but 80 for Gen1 and always sends CoAP to port 5683, so
-every device gets its own 127.0.78.x address (root or a private network namespace). The
-CoAP listener joins its multicast group on loopback only (no IGMP on a real interface).
+every device gets its own 127.x.y.z address (root or a private network namespace). The
+CoAP listener joins its multicast group on loopback only (no IGMP on a real interface) and
+uses an ephemeral port: aioshelly's requests still go to the devices' 5683, the replies come
+back to wherever they were sent from, and parallel test runs cannot steal each other's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from aioshelly.common import ConnectionOptions
 from aioshelly.exceptions import DeviceConnectionError, InvalidAuthError
 
 from devices.simulator.shelly_gen1 import ShellyGen1
-from sim_helpers import own_addresses_or_skip, running, until
+from sim_helpers import fresh_host, own_addresses_or_skip, running, until
 
 
 @pytest.fixture
@@ -28,9 +30,9 @@ async def coap():
     own_addresses_or_skip()
     context = COAP()
     try:
-        await context.initialize(5683, [IPv4Address("127.0.0.1")])
+        await context.initialize(0, [IPv4Address("127.0.0.1")])
     except OSError as exc:
-        pytest.skip(f"cannot listen on UDP 5683 for CoIoT: {exc}")
+        pytest.skip(f"cannot open a CoIoT listener: {exc}")
     yield context
     context.close()
 
@@ -46,10 +48,10 @@ def block(device: BlockDevice, kind: str):
 
 
 async def test_initialise_read_and_switch_a_relay(coap, session):
-    sim = ShellyGen1("SHSW-PM", host="127.0.78.1", port=80, name="Garage & \"Werkstatt\"")
+    sim = ShellyGen1("SHSW-PM", host=fresh_host(), port=80, name="Garage & \"Werkstatt\"")
     async with running(sim):
         assert sim.coap_port == 5683
-        device = await BlockDevice.create(session, coap, ConnectionOptions("127.0.78.1"))
+        device = await BlockDevice.create(session, coap, ConnectionOptions(sim.host))
         await device.initialize()
         try:
             assert device.initialized and device.firmware_supported
@@ -71,17 +73,17 @@ async def test_initialise_read_and_switch_a_relay(coap, session):
 
 
 async def test_basic_auth_with_and_without_credentials(coap, session):
-    sim = ShellyGen1("SHPLG-S", host="127.0.78.2", port=80, password="Haus&Hof:1")
+    sim = ShellyGen1("SHPLG-S", host=fresh_host(), port=80, password="Haus&Hof:1")
     async with running(sim):
-        anonymous = await BlockDevice.create(session, coap, ConnectionOptions("127.0.78.2"))
+        anonymous = await BlockDevice.create(session, coap, ConnectionOptions(sim.host))
         with pytest.raises(InvalidAuthError):
             await anonymous.initialize()
         await anonymous.shutdown()
-        wrong = await BlockDevice.create(session, coap, ConnectionOptions("127.0.78.2", "admin", "nope"))
+        wrong = await BlockDevice.create(session, coap, ConnectionOptions(sim.host, "admin", "nope"))
         with pytest.raises(InvalidAuthError):
             await wrong.initialize()
         await wrong.shutdown()
-        device = await BlockDevice.create(session, coap, ConnectionOptions("127.0.78.2", "admin", "Haus&Hof:1"))
+        device = await BlockDevice.create(session, coap, ConnectionOptions(sim.host, "admin", "Haus&Hof:1"))
         await device.initialize()
         try:
             assert device.requires_auth and device.settings["login"]["enabled"] is True
@@ -92,14 +94,15 @@ async def test_basic_auth_with_and_without_credentials(coap, session):
 
 
 async def test_coiot_peer_pushes_reach_aioshelly_after_reboot(coap, session):
-    sim = ShellyGen1("SHSW-PM", host="127.0.78.3", port=80, update_period=0.3)
+    sim = ShellyGen1("SHSW-PM", host=fresh_host(), port=80, update_period=0.3)
     async with running(sim):
-        device = await BlockDevice.create(session, coap, ConnectionOptions("127.0.78.3"))
+        device = await BlockDevice.create(session, coap, ConnectionOptions(sim.host))
         await device.initialize()
         updates: list[BlockUpdateType] = []
         device.subscribe_updates(lambda _dev, kind: updates.append(kind))
         try:
-            await device.configure_coiot_protocol("127.0.0.1", 5683)
+            listener_port = coap.transport.get_extra_info("sockname")[1]
+            await device.configure_coiot_protocol("127.0.0.1", listener_port)
             await device.trigger_reboot()                    # the peer takes effect at boot
             assert await until(lambda: BlockUpdateType.COAP_PERIODIC in updates, timeout=5)
             updates.clear()
@@ -111,10 +114,10 @@ async def test_coiot_peer_pushes_reach_aioshelly_after_reboot(coap, session):
 
 
 async def test_lights_roller_and_sleeping_ht(coap, session):
-    rgbw = ShellyGen1("SHRGBW2", host="127.0.78.4", port=80)
-    roller = ShellyGen1("SHSW-25", host="127.0.78.5", port=80, roller_maxtime=0.5)
-    dimmer = ShellyGen1("SHDM-2", host="127.0.78.6", port=80)
-    ht = ShellyGen1("SHHT-1", host="127.0.78.7", port=80)
+    rgbw = ShellyGen1("SHRGBW2", host=fresh_host(), port=80)
+    roller = ShellyGen1("SHSW-25", host=fresh_host(), port=80, roller_maxtime=0.5)
+    dimmer = ShellyGen1("SHDM-2", host=fresh_host(), port=80)
+    ht = ShellyGen1("SHHT-1", host=fresh_host(), port=80)
     async with running(rgbw, roller, dimmer, ht):
         devices = []
         try:

@@ -3,7 +3,7 @@
 It sends aiohttp's default ``Accept-Encoding`` without Referer/Origin, so a device with the
 CORS protection on refuses it with 404 -- exactly python-mystrom issue #28 on real
 firmware. With the protection off, reading and switching work. python-mystrom only talks to
-port 80, so each device gets its own 127.0.77.x address (root or a private netns).
+port 80, so each device gets its own 127.x.y.z address (root or a private netns).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pymystrom.exceptions import MyStromConnectionError
 from pymystrom.switch import MyStromSwitch as PySwitch
 
 from devices.simulator.mystrom import MyStromBulb, MyStromLedStrip, MyStromSwitch
-from sim_helpers import own_addresses_or_skip, plain_session, running
+from sim_helpers import fresh_host, own_addresses_or_skip, plain_session, running
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -33,7 +33,7 @@ async def disable_protection(device) -> None:
 
 
 async def test_protected_switch_refuses_python_mystrom_then_works_without_protection():
-    sw = MyStromSwitch("ch_v2", host="127.0.77.1", port=80, relay=False)
+    sw = MyStromSwitch("ch_v2", host=fresh_host(), port=80, relay=False)
     async with running(sw):
         async with PySwitch(sw.host) as client:
             with pytest.raises(MyStromConnectionError, match="authenticating"):
@@ -60,7 +60,7 @@ async def test_protected_switch_refuses_python_mystrom_then_works_without_protec
 
 
 async def test_token_is_needed_by_python_mystrom_too():
-    sw = MyStromSwitch("eu", host="127.0.77.2", port=80, token="Zug-Chriesi&1")
+    sw = MyStromSwitch("eu", host=fresh_host(), port=80, token="Zug-Chriesi&1")
     async with running(sw):
         await disable_protection(sw)
         async with PySwitch(sw.host) as client:
@@ -73,8 +73,8 @@ async def test_token_is_needed_by_python_mystrom_too():
 
 async def test_v1_switch_works_through_the_info_json_fallback():
     # fw 2.68 predates the protection; /api/v1/info is an HTML redirect.
-    sw = MyStromSwitch("ch_v1", host="127.0.77.3", port=80)
-    zero = MyStromSwitch("zero", host="127.0.77.4", port=80)
+    sw = MyStromSwitch("ch_v1", host=fresh_host(), port=80)
+    zero = MyStromSwitch("zero", host=fresh_host(), port=80)
     async with running(sw, zero):
         async with PySwitch(sw.host) as client:
             await client.get_state()
@@ -90,8 +90,8 @@ async def test_v1_switch_works_through_the_info_json_fallback():
 
 
 async def test_bulb_and_strip_with_python_mystrom():
-    bulb = MyStromBulb(host="127.0.77.5", port=80)
-    strip = MyStromLedStrip(host="127.0.77.6", port=80)
+    bulb = MyStromBulb(host=fresh_host(), port=80)
+    strip = MyStromLedStrip(host=fresh_host(), port=80)
     async with running(bulb, strip):
         async with PyBulb(bulb.host, bulb.mac) as client:
             with pytest.raises(MyStromConnectionError):
