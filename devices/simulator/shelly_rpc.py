@@ -29,7 +29,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import math
 import random
 import re
 import socket
@@ -140,6 +139,16 @@ TYPE_NAMES = {
     "devicepower": "DevicePower",
 }
 READ_ONLY_CONFIG = {"emdata", "devicepower", "bthome"}
+
+# NotifyEvent sequences of a button-type input for each kind of press.
+PRESS_SEQUENCES = {
+    "single": ["btn_down", "btn_up", "single_push"],
+    "double": ["btn_down", "btn_up", "btn_down", "btn_up", "double_push"],
+    "triple": ["btn_down", "btn_up"] * 3 + ["triple_push"],
+    "long": ["btn_down", "long_push", "btn_up"],
+    "btn_down": ["btn_down"],
+    "btn_up": ["btn_up"],
+}
 
 
 # ---------------------------------------------------------------------------- firmware
@@ -1522,6 +1531,9 @@ class ShellyRpc(SimDevice):
     def flip(self, channel: int = 0) -> asyncio.Task:
         """Someone used the wall switch / the device's own button: the state changes without
         homedash asking (NotifyStatus with a non-homedash ``source``)."""
+        channels = len(self.switches) or len(self.covers) or len(self.input_states)
+        if channels and not 0 <= channel < channels:
+            raise ValueError(f"{self.model} has no channel {channel}")
         return self.spawn(self._flip(channel))
 
     async def _flip(self, channel: int) -> None:
@@ -1557,6 +1569,11 @@ class ShellyRpc(SimDevice):
         """A press on input ``channel``. Button-type inputs emit the NotifyEvent sequence of
         ``kind`` (single, double, triple, long, btn_down, btn_up); switch-type inputs are
         rocker switches and change ``input:N.state`` instead. A sleeper wakes up."""
+        if not (self.spec.sleeping and not self.input_states):
+            if not 0 <= channel < len(self.input_states):
+                raise ValueError(f"{self.model} has no input {channel}")
+            if kind.removesuffix("_push") not in PRESS_SEQUENCES:
+                raise ValueError(f"unknown press kind {kind!r}; one of {sorted(PRESS_SEQUENCES)}")
         return self.spawn(self._press(channel, kind))
 
     async def _press(self, channel: int, kind: str) -> None:
@@ -1576,17 +1593,7 @@ class ShellyRpc(SimDevice):
             else:
                 self._commit()
             return
-        sequences = {
-            "single": ["btn_down", "btn_up", "single_push"],
-            "double": ["btn_down", "btn_up", "btn_down", "btn_up", "double_push"],
-            "triple": ["btn_down", "btn_up"] * 3 + ["triple_push"],
-            "long": ["btn_down", "long_push", "btn_up"],
-            "btn_down": ["btn_down"],
-            "btn_up": ["btn_up"],
-        }
-        if kind not in sequences:
-            raise ValueError(f"unknown press kind {kind!r}; one of {sorted(sequences)}")
-        for i, event in enumerate(sequences[kind]):
+        for i, event in enumerate(PRESS_SEQUENCES[kind]):
             if i:
                 await asyncio.sleep(self.press_gap)
             self._emit_events([{"component": f"input:{channel}", "id": channel, "event": event}])
@@ -1652,6 +1659,10 @@ class ShellyRpc(SimDevice):
             self._spawn_boot(self._outbound_forever(self._ws_active["server"]))
 
     async def on_stopping(self) -> None:
+        # base.stop() cancels every task of the device, the periodic wakes included.
+        self._periodic_wake = None
+        if self._sleep_now is not None:
+            self._sleep_now.set()
         await self._end_boot()
 
     async def power_off(self) -> None:

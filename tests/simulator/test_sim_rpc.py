@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
 import httpx
@@ -51,7 +52,7 @@ async def test_device_info_identity_per_model(model: str) -> None:
     assert info["id"] == f"{spec.id_prefix}-aabbcc001122"
     assert info["mac"] == "AABBCC001122"
     assert (info["model"], info["app"], info["gen"]) == (model, spec.app, spec.gen)
-    assert info["ver"] == "1.7.5" and info["fw_id"].endswith("/1.7.5-g" + info["fw_id"].rsplit("-g", 1)[1])
+    assert info["ver"] == "1.7.5" and re.fullmatch(r"\d{8}-\d{6}/1\.7\.5-g[0-9a-f]{7}", info["fw_id"])
     assert info["auth_en"] is model.startswith("SP")
     assert info["auth_domain"] == (info["id"] if info["auth_en"] else None)
 
@@ -227,6 +228,12 @@ async def test_button_presses_become_events() -> None:
         assert [e["event"] for n in notes for e in n["params"]["events"]] == ["btn_down", "long_push", "btn_up"]
         # button inputs have no state
         assert dev.full_status()["input:2"] == {"id": 2, "state": None}
+        with pytest.raises(ValueError):
+            dev.press(4)
+        with pytest.raises(ValueError):
+            dev.press(0, "quadruple")
+    with pytest.raises(ValueError):
+        quiet("SPEM-003CEBEU").press(0)          # a meter has no inputs
 
 
 async def test_rocker_input_flips_the_switch() -> None:
