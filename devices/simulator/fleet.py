@@ -304,11 +304,32 @@ class Fleet:
 
 
 # --------------------------------------------------------------------------- control API
-async def _settle(result: Any, timeout: float = 30.0) -> Any:
-    """Device hooks are sync, async, or return the task doing the work: wait for all."""
+async def _settle(result: Any, timeout: float = 10.0) -> Any:
+    """Device hooks are sync, async, or return the task doing the work in the background.
+    Wait for that task a while, but never cancel it: it may be a whole wake period."""
+    if isinstance(result, asyncio.Future):
+        done, _ = await asyncio.wait({result}, timeout=timeout)
+        if result in done and not result.cancelled() and result.exception() is not None:
+            raise result.exception()  # type: ignore[misc]
+        return None
     if inspect.isawaitable(result):
         return await asyncio.wait_for(result, timeout)
     return result
+
+
+async def _wake(device: SimDevice, seconds: Any) -> None:
+    result = device.wake(float(seconds)) if seconds is not None else device.wake()  # type: ignore[attr-defined]
+    # A wake task may only end when the device sleeps again: wait until it is awake.
+    deadline = asyncio.get_running_loop().time() + 10
+    if isinstance(result, asyncio.Future):
+        while not getattr(device, "awake", True) and not result.done():
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        if result.done() and not result.cancelled() and result.exception() is not None:
+            raise result.exception()  # type: ignore[misc]
+    else:
+        await _settle(result)
 
 
 class ControlApi:
@@ -428,8 +449,7 @@ class ControlApi:
             elif action == "sleep" and hasattr(device, "sleep"):
                 await _settle(device.sleep())
             elif action == "wake" and hasattr(device, "wake"):
-                seconds = body.get("seconds")
-                await _settle(device.wake(float(seconds)) if seconds is not None else device.wake())
+                await _wake(device, body.get("seconds"))
             elif action == "move":
                 host = str(body.get("host", device.host))
                 if not is_loopback(host) and not in_private_namespace():

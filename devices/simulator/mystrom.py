@@ -36,6 +36,7 @@ ANNOUNCE_INTERVAL = 5.0          # seconds, the official interval
 ACTION_URL_MAX = 800             # button firmware limit for one (chained) action string
 PIR_ACTION_URL_MAX = 767
 CALLBACK_TIMEOUT = 5.0
+NOTIFY_PARALLEL = 4              # bulb notifications in flight at most
 
 # Flags byte of the UDP announcement (official picture): bit0 mesh child, bit1 registered
 # to a cloud account, bit2 connected to the cloud.
@@ -778,6 +779,7 @@ class MyStromBulb(MyStromDevice):
         self.ramp = 100
         self.notifyurl = ""
         self.notifier = ActionCaller(self, http_means="POST")
+        self._notifying = 0
         self.lamp.switch(self.rng.random() < 0.5, brightness_of(self.color, self.mode))
 
     @property
@@ -801,9 +803,18 @@ class MyStromBulb(MyStromDevice):
         if ramp is not None:
             self.ramp = ramp
         self.lamp.switch(self.on if on is None else on, brightness_of(self.color, self.mode))
-        if (self.on, self.color, self.mode, self.ramp) != before and self.notifyurl:
-            # The notification's format is undocumented; we post the device state.
-            self.spawn(self.notifier.post_json(self.notifyurl, {self.mac: self.device_state()}))
+        if (self.on, self.color, self.mode, self.ramp) != before and self.notifyurl \
+                and self._notifying < NOTIFY_PARALLEL:
+            # The notification's format is undocumented; we post the device state. A slow
+            # receiver does not pile up tasks: beyond a few in flight, changes go unsent.
+            self._notifying += 1
+            self.spawn(self._notify({self.mac: self.device_state()}))
+
+    async def _notify(self, payload: dict[str, Any]) -> None:
+        try:
+            await self.notifier.post_json(self.notifyurl, payload)
+        finally:
+            self._notifying -= 1
 
     def power(self) -> float:
         watts = self.lamp.advance()

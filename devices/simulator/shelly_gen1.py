@@ -445,9 +445,6 @@ class ShellyGen1(SimDevice):
             roller.motor_open.reboot()
             roller.motor_close.reboot()
 
-    async def reboot(self, downtime: float = 0.3) -> None:
-        await super().reboot(downtime)
-
     # ------------------------------------------------------------ sleeping (H&T)
     @property
     def awake(self) -> bool:

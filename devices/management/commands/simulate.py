@@ -122,26 +122,23 @@ class Command(BaseCommand):
         except ImportError:
             self.stderr.write("--mdns: devices/simulator/mdns.py is not available; not advertising")
             return None
-        # advertise() may return a handle, or keep running until cancelled: support both.
-        task = asyncio.ensure_future(advertise(fleet.devices, fleet.host))
-        await asyncio.sleep(0.2)
-        if task.done():
-            return task.result()
-        return task
+        kwargs: dict[str, Any] = {}
+        if is_loopback(fleet.host) and "allow_loopback_multicast" in inspect.signature(advertise).parameters:
+            # --mdns on a loopback address is the explicit opt-in: multicast on lo never
+            # leaves the machine.
+            kwargs["allow_loopback_multicast"] = True
+        try:
+            advertisement = await asyncio.wait_for(advertise(fleet.devices, fleet.host, **kwargs), 30)
+        except (OSError, ValueError, RuntimeError, asyncio.TimeoutError) as exc:
+            self.stderr.write(f"--mdns: not advertising: {exc}")
+            return None
+        self.stdout.write(f"mDNS: advertising the Shelly devices on {fleet.host}")
+        return advertisement
 
     @staticmethod
-    async def _unadvertise(advertiser: Any) -> None:
-        if advertiser is None:
-            return
-        if isinstance(advertiser, asyncio.Task):
-            advertiser.cancel()
-            with contextlib.suppress(BaseException):
-                await advertiser
-            return
-        for name in ("aclose", "close", "stop", "async_close"):
-            method = getattr(advertiser, name, None)
-            if callable(method):
-                result = method()
-                if inspect.isawaitable(result):
-                    await result
-                return
+    async def _unadvertise(advertisement: Any) -> None:
+        close = getattr(advertisement, "close", None)
+        if callable(close):
+            result = close()
+            if inspect.isawaitable(result):
+                await result
