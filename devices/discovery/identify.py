@@ -43,9 +43,12 @@ PROBE_TIMEOUT = httpx.Timeout(
 
 FOUND_BY = ("udp", "mdns", "manual", "scan")
 
-# RFC 6598 shared address space (carrier-grade NAT, also Tailscale and some mesh routers):
-# not "private" to Python, but a LAN range as far as households are concerned.
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
+# Where household devices live: RFC 1918, IPv6 unique-local, and RFC 6598 shared space
+# (carrier-grade NAT, also Tailscale and some mesh routers). Spelled out because Python's
+# is_private also covers documentation and benchmark ranges, which never hold a device.
+_LAN_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -88,12 +91,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def is_lan_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """RFC 1918 / ULA / CGNAT space, without loopback and link-local (asked separately)."""
-    if ip.is_loopback or ip.is_link_local:
-        return False
-    if ip.version == 4 and ip in _SHARED:
-        return True
-    return ip.is_private and not (ip.is_unspecified or ip.is_multicast or ip.is_reserved)
+    """RFC 1918 / ULA / CGNAT space (loopback and link-local are asked separately)."""
+    return any(ip.version == net.version and ip in net for net in _LAN_NETWORKS)
 
 
 def check_ip(
@@ -116,8 +115,8 @@ def check_ip(
         )
     if is_lan_ip(ip):
         return
-    if ip.is_reserved or ip.version == 4 and ip.is_private:
-        # 0.0.0.0/8, 192.0.0.0/24, documentation ranges...: never a device.
+    if not ip.is_global:
+        # 0.0.0.0/8, documentation and benchmark ranges, 240/4...: never a device.
         raise AddressRefused(f"{ip} is a reserved address")
     if not allow_public:
         raise AddressRefused(f"{ip} is not a local network address")

@@ -5,7 +5,8 @@ each **twice**: once named after the device id (``shellyplus1pm-441793d69718``) 
 after the name the household gave it (``1PM Plus``) — same address, and the second
 carries no MAC at all. So instance names are hints, never identity: each address is probed
 once with ``GET /shelly`` (unauthenticated on every generation), the MAC it answers with
-is the device, and duplicates are folded by address before the probe and by MAC after it.
+is the device. Duplicates are folded by address before the probe (one GET per device per
+window) and by MAC + address after it (one report per device per window).
 
 The pure part (TXT + addresses -> ``Sighting``) is separate from the zeroconf plumbing so
 it can be tested with constructed ``ServiceInfo`` objects and the real captures.
@@ -14,7 +15,6 @@ it can be tested with constructed ``ServiceInfo`` objects and the real captures.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ipaddress
 import logging
@@ -75,10 +75,14 @@ class Sighting:
     def host(self, *, allow_loopback: bool) -> str | None:
         """The address to probe: an allowed IPv4 first (what every Shelly has), else an
         allowed IPv6 without a scope."""
-        ordered = sorted(self.addresses, key=lambda a: ":" in a)
-        for address in ordered:
-            if "%" not in address and address_allowed(address, allow_loopback=allow_loopback):
-                return address
+        # Sorted, so a device with two addresses (a Pro on Ethernet and Wi-Fi) is always
+        # probed at the same one instead of "moving" between them.
+        ordered = sorted((ipaddress.ip_address(a) for a in self.addresses), key=lambda ip: (ip.version, ip))
+        for ip in ordered:
+            if ip.version == 6 and ip.is_link_local:
+                continue  # useless without the scope, which is per receiving host
+            if address_allowed(str(ip), allow_loopback=allow_loopback):
+                return str(ip)
         return None
 
 
@@ -269,8 +273,6 @@ class ShellyBrowser:
         self.reported = ProbeLimiter(window=probe_window, max_keys=max_keys)
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=queue_size)
         self._queued: set[tuple[str, str]] = set()
-        self._addr_to_mac: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._max_keys = max_keys
         self._own_zeroconf = zeroconf is None
         self._aiozc = zeroconf
         self._browser: AsyncServiceBrowser | None = None
@@ -371,21 +373,17 @@ class ShellyBrowser:
         if host is None:
             return None
         address = f"{host}:{sighting.port}"
-        keys = [address]
-        known = sighting.mac or self._addr_to_mac.get(address)
-        if known:
-            keys.append(known)
-        # Both instances of a Gen2+ device point at one address: whichever comes first is
-        # probed, the other finds the address (or its MAC) already counted.
-        if not all(self.limiter.allow(key) for key in keys):
+        # Every instance of one device (a Gen2+ publishes four) points at one address:
+        # whichever arrives first is probed, the others find the address already counted.
+        # Keyed by address, not by the MAC in a name, so a device that just moved is
+        # probed at its new address at once.
+        if not self.limiter.allow(address):
             return None
         self.probes += 1
         candidate = await self._probe(sighting, host)
         if candidate is None or candidate.mac is None:
             return None
-        self._remember(address, candidate.mac)
-        self.limiter.allow(candidate.mac)
-        if not self.reported.allow(candidate.mac):
+        if not self.reported.allow(f"{candidate.mac}@{address}"):
             return None
         await self.on_found(candidate)
         return candidate
@@ -408,12 +406,6 @@ class ShellyBrowser:
             # Names are only hints: the device's own answer wins.
             log.info("mDNS %s suggested MAC %s, %s answers as %s", sighting.instance, sighting.mac, host, info.mac)
         return Candidate(info, host, sighting.port, "mdns", confirmed=True)
-
-    def _remember(self, address: str, mac: str) -> None:
-        self._addr_to_mac[address] = mac
-        self._addr_to_mac.move_to_end(address)
-        while len(self._addr_to_mac) > self._max_keys:
-            self._addr_to_mac.popitem(last=False)
 
 
 def _address_resolver(server: str) -> Any:

@@ -269,6 +269,8 @@ class MyStromListener:
     def handle(self, data: bytes, host: str) -> None:
         """One datagram from ``host``. Synchronous and cheap: decide, maybe start a probe."""
         self.packets += 1
+        if host.startswith("::ffff:"):
+            host = host[7:]  # an IPv4 sender seen through a dual-stack socket
         records = parse_announcement(data)
         if not records or not address_allowed(host, allow_loopback=self.allow_loopback):
             self.rejected += 1

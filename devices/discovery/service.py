@@ -97,7 +97,6 @@ class Discovery:
                 zeroconf=zeroconf,
             )
         self.errors: dict[str, str] = {}
-        self._started = False
 
     @classmethod
     def from_settings(cls, source: Any = None, **overrides: Any) -> Discovery:
@@ -165,7 +164,6 @@ class Discovery:
             for part in (self.udp, self.mdns):
                 if part is not None:
                     part.client = self.client
-        self._started = True
         await self._start_parts()
         enabled = [p for p in (self.udp, self.mdns) if p is not None]
         if enabled and not any(p.running for p in enabled):
@@ -199,7 +197,6 @@ class Discovery:
         if self._own_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
-        self._started = False
 
     async def serve(self, runtime: Any) -> None:
         """Runtime service: run until ``runtime.stopping`` (or an Event) is set."""

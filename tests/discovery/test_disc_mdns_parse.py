@@ -5,6 +5,9 @@ zeroconf ServiceInfo objects, hostile TXT, and the real decoded packets in
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from zeroconf import ServiceInfo
 
 from devices.discovery.identify import Candidate
@@ -197,3 +200,90 @@ async def test_sleeper_gone_before_probe_falls_back_to_txt():
         await ShellyBrowser(client, on_found).handle_sighting(s)
     [c] = found
     assert (c.mac, c.confirmed, c.info.model) == ("08B61FCD36A8", False, "PlusHT")
+
+
+async def test_a_device_that_moved_is_reported_at_its_new_address():
+    fake = FakeDevices()
+    reply = shelly_reply("441793D69718", 2, "Plus1PM")
+    fake.shelly("192.168.68.78", reply)
+    fake.shelly("192.168.68.99", reply)
+    found: list[Candidate] = []
+
+    async def on_found(c: Candidate) -> None:
+        found.append(c)
+
+    def seen_at(address):
+        return sighting_from_records("_shelly._tcp.local.", "shellyplus1pm-441793d69718._shelly._tcp.local.",
+                                     txt=["gen=2"], addresses=[address], port=80, server=None)
+
+    async with fake.client() as client:
+        browser = ShellyBrowser(client, on_found)
+        await browser.handle_sighting(seen_at("192.168.68.78"))
+        await browser.handle_sighting(seen_at("192.168.68.99"))  # DHCP moved it a moment later
+        await browser.handle_sighting(seen_at("192.168.68.99"))
+    assert [c.host for c in found] == ["192.168.68.78", "192.168.68.99"]
+
+
+def test_two_addresses_choose_the_same_one_every_time():
+    a = sighting_from_records("_shelly._tcp.local.", "x._shelly._tcp.local.", txt=["gen=2"],
+                              addresses=["192.168.1.30", "192.168.1.4", "fe80::1%eth0"], port=80, server=None)
+    b = sighting_from_records("_shelly._tcp.local.", "x._shelly._tcp.local.", txt=["gen=2"],
+                              addresses=["192.168.1.4", "192.168.1.30"], port=80, server=None)
+    assert a.host(allow_loopback=True) == b.host(allow_loopback=True) == "192.168.1.4"
+    only_link_local = sighting_from_records("_shelly._tcp.local.", "x._shelly._tcp.local.", txt=["gen=2"],
+                                            addresses=["fe80::1%eth0"], port=80, server=None)
+    assert only_link_local.host(allow_loopback=True) is None
+
+
+async def test_missing_address_record_is_resolved_separately(monkeypatch):
+    """Some responders leave out the A record (micropython-mdns#34): the host name in the
+    SRV record is then resolved on its own (zeroconf patched at the adapter boundary)."""
+    from devices.discovery import mdns
+
+    class NoAddressInfo:
+        def __init__(self, type_, name):
+            self.type, self.name = type_, name
+            self.port, self.server = 80, "ShellyPlus1PM-441793D69718.local."
+            self.properties = {b"gen": b"2", b"app": b"Plus1PM"}
+
+        async def async_request(self, zc, timeout):
+            return False  # incomplete: no address
+
+        def parsed_scoped_addresses(self):
+            return []
+
+    class Resolver:
+        def __init__(self, server):
+            self.server = server
+
+        async def async_request(self, zc, timeout):
+            return True
+
+        def parsed_scoped_addresses(self):
+            return ["192.168.68.78"]
+
+    monkeypatch.setattr(mdns, "AsyncServiceInfo", NoAddressInfo)
+    monkeypatch.setattr(mdns, "_address_resolver", Resolver)
+    browser = ShellyBrowser(None, None, zeroconf=type("ZC", (), {"zeroconf": object()})())
+    s = await browser._resolve("_shelly._tcp.local.", "shellyplus1pm-441793d69718._shelly._tcp.local.")
+    assert s.addresses == ("192.168.68.78",) and s.mac == "441793D69718" and s.app == "Plus1PM"
+
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(
+    txt=st.dictionaries(st.binary(max_size=40), st.one_of(st.none(), st.binary(max_size=300)), max_size=60),
+    name=st.text(max_size=300),
+    server=st.one_of(st.none(), st.text(max_size=300)),
+    addresses=st.lists(st.text(max_size=50), max_size=20),
+    port=st.one_of(st.integers(-5, 70000), st.none(), st.booleans()),
+)
+def test_any_record_content_gives_a_bounded_sighting_or_none(txt, name, server, addresses, port):
+    s = sighting_from_records("_http._tcp.local.", name, txt=txt, addresses=addresses, port=port, server=server)
+    if s is None:
+        return
+    assert 1 <= s.port <= 65535 and len(s.addresses) <= 8
+    assert len(s.txt) <= MAX_TXT_KEYS and all(len(v) <= MAX_TXT_VALUE for v in s.txt.values())
+    assert s.mac is None or (len(s.mac) == 12 and s.mac == s.mac.upper())
+    s.host(allow_loopback=False)
+    info_from_sighting(s)

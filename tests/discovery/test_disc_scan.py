@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from asgiref.sync import sync_to_async
 
 from devices.discovery import Discovery
@@ -178,3 +181,24 @@ async def test_manual_add_identifies_or_explains(loopback_household):
             await add_by_address(client, switch.host, port, token="falsch", allow_loopback=True)
         candidate = await add_by_address(client, switch.host, port, token="geheim", allow_loopback=True)
         assert candidate.mac == "30AEA4111111" and candidate.info.auth_enabled
+
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.integers(), st.none()))
+def test_any_typed_address_is_accepted_or_refused_politely(value):
+    try:
+        host = check_host(value, allow_loopback=False)
+    except AddressRefused:
+        return
+    assert host and "/" not in host and "@" not in host and len(host) <= 253 and host == host.strip()
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_typed_range_is_accepted_or_refused_politely(value):
+    try:
+        network = check_subnet(value, allow_loopback=False)
+    except SubnetRefused:
+        return
+    assert network.num_addresses <= 1024
