@@ -507,3 +507,183 @@ async def test_probe_identifies_each_vendor():
         assert (await probe(client, "mystrom")).model == "WS2"
         with pytest.raises(AuthRequired):  # 404 everywhere: a token-protected myStrom, or nothing
             await probe(client, "oddball")
+
+
+# ----------------------------------------------------------------------------- lean transport
+
+
+class ScriptedServer:
+    """Loopback server whose every connection runs ``script(reader, writer, state)``."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.connections = 0
+        self.state: dict = {}
+
+    async def __aenter__(self):
+        async def handle(reader, writer):
+            self.connections += 1
+            try:
+                await self.script(reader, writer, self.state)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                pass  # client went away, or the test ended while the script was waiting
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def read_request(reader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body
+
+
+async def keepalive(reader, writer, state):
+    while True:
+        await read_request(reader)
+        state["n"] = state.get("n", 0) + 1
+        writer.write(ok(b'{"n":%d}' % state["n"]))
+        await writer.drain()
+
+
+async def test_lean_keepalive_reuse_and_stale_connection():
+    async with ScriptedServer(keepalive) as server, make_client() as client:
+        for i in range(1, 4):
+            assert (await dhttp.request(client, "GET", server.url + "/x", host="h")).json() == {"n": i}
+        assert server.connections == 1
+
+    async def one_then_close(reader, writer, state):  # the device drops idle connections
+        await read_request(reader)
+        writer.write(ok(b"{}"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+    async with ScriptedServer(one_then_close) as server, make_client() as client:
+        for _ in range(3):
+            await dhttp.request(client, "GET", server.url + "/x", host="h")
+            await asyncio.sleep(0.1)  # the device has closed it by now
+        assert server.connections == 3
+
+
+async def test_lean_connection_close_and_http10_bodies():
+    async def http10(reader, writer, state):  # ESP-style: no length, body ends at close
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"relay\":true}")
+        await writer.drain()
+
+    async def chunked(reader, writer, state):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+        await writer.drain()
+
+    for script, expected in ((http10, {"relay": True}), (chunked, {"a": 1})):
+        async with ScriptedServer(script) as server, make_client() as client:
+            for _ in range(2):
+                assert (await dhttp.request(client, "GET", server.url + "/x", host="h")).json() == expected
+            assert server.connections == 2  # never reused after close
+
+
+async def test_lean_broken_servers_are_typed():
+    async def silent_close(reader, writer, state):
+        await read_request(reader)
+
+    async def garbage(reader, writer, state):
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+
+    async def huge_header(reader, writer, state):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100_000 + b"\r\n\r\n")
+        await writer.drain()
+
+    async def hang(reader, writer, state):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    cases = [(silent_close, Unreachable), (garbage, ProtocolError), (huge_header, ProtocolError), (hang, DeviceTimeout)]
+    for script, expected in cases:
+        async with ScriptedServer(script) as server, make_client(timeout=httpx.Timeout(0.3)) as client:
+            with pytest.raises(expected):
+                await dhttp.request(client, "GET", server.url + "/x", host="h")
+            assert client._mounts  # the lean transport was in use
+
+
+async def test_lean_capped_or_cancelled_requests_do_not_leak_connections():
+    async def big(reader, writer, state):
+        while True:
+            await read_request(reader)
+            writer.write(ok(b"x" * 100_000))
+            await writer.drain()
+
+    async with ScriptedServer(big) as server, make_client(max_connections=1) as client:
+        for _ in range(3):  # each capped read closes its connection; the pool slot comes back
+            with pytest.raises(ProtocolError):
+                await dhttp.request(client, "GET", server.url + "/x", host="h", cap=1000)
+
+    async def slow(reader, writer, state):
+        await read_request(reader)
+        await asyncio.sleep(1)
+
+    async with ScriptedServer(slow) as server, make_client(max_connections=1) as client:
+        for _ in range(3):
+            task = asyncio.ensure_future(dhttp.request(client, "GET", server.url + "/x", host="h"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        (transport,) = [t for t in client._mounts.values() if isinstance(t, dhttp.LeanTransport)]
+        assert transport._open == 0
+
+
+async def test_lean_pool_limit():
+    async def slow_ok(reader, writer, state):
+        await read_request(reader)
+        await asyncio.sleep(0.3)
+        writer.write(ok(b"{}", b"Connection: close\r\n"))
+        await writer.drain()
+
+    async with ScriptedServer(slow_ok) as a, ScriptedServer(slow_ok) as b:
+        async with make_client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.1)) as client:
+            first = asyncio.ensure_future(dhttp.request(client, "GET", a.url + "/x", host="a"))
+            await asyncio.sleep(0.05)
+            with pytest.raises(DeviceTimeout):  # PoolTimeout: the only connection is busy
+                await dhttp.request(client, "GET", b.url + "/x", host="b")
+            assert (await first).status == 200
+        async with make_client(max_connections=1) as client:
+            results = await asyncio.gather(*(dhttp.request(client, "GET", u + "/x", host="h") for u in (a.url, b.url)))
+            assert [r.status for r in results] == [200, 200]
+
+
+async def test_lean_posts_bodies_and_auth_roundtrips():
+    async def echo(reader, writer, state):
+        while True:
+            head = await read_request(reader)
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length) if length else b""
+            if b"authorization" not in head.lower():
+                writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n"
+                             b'WWW-Authenticate: Digest qop="auth", realm="r", nonce="bj0=", algorithm=SHA-256\r\n\r\n')
+            else:
+                writer.write(ok(body))
+            await writer.drain()
+
+    async with ScriptedServer(echo) as server, make_client() as client:
+        reply = await dhttp.request(client, "POST", server.url + "/rpc", host="h", content=b'{"id":1}',
+                                    auth=httpx.DigestAuth("admin", "pw"))
+        assert reply.status == 200 and reply.body == b'{"id":1}'
+        assert server.connections == 1  # the 401 and the retry shared the connection
