@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from devices.drivers import http, probe
-from devices.drivers.errors import AuthRequired, DeviceError, DeviceTimeout, ProtocolError, Unsupported
+from devices.drivers.errors import DeviceError, DeviceTimeout, ProtocolError, Unsupported
 from devices.drivers.mystrom import MyStrom
 from devices.drivers.shelly_gen1 import parse_shelly_info
 from devices.drivers.types import DeviceInfo
@@ -40,8 +40,6 @@ PROBE_BODY_CAP = 32 * 1024
 PROBE_TIMEOUT = httpx.Timeout(
     connect=PROBE_CONNECT_TIMEOUT, read=PROBE_READ_TIMEOUT, write=PROBE_READ_TIMEOUT, pool=PROBE_READ_TIMEOUT
 )
-
-FOUND_BY = ("udp", "mdns", "manual", "scan")
 
 # Where household devices live: RFC 1918, IPv6 unique-local, and RFC 6598 shared space
 # (carrier-grade NAT, also Tailscale and some mesh routers). Spelled out because Python's
@@ -277,10 +275,6 @@ class ProbeLimiter:
             self._last.popitem(last=False)
         return True
 
-    def forget(self, key: str) -> None:
-        """Let ``key`` be probed again at once (the probe was dropped, not done)."""
-        self._last.pop(key, None)
-
     def __len__(self) -> int:
         return len(self._last)
 
@@ -314,9 +308,7 @@ def describe_error(exc: BaseException) -> str:
 
 __all__ = [
     "AddressRefused",
-    "AuthRequired",
     "Candidate",
-    "FOUND_BY",
     "PROBE_TIMEOUT",
     "ProbeLimiter",
     "ProbeSlots",
@@ -324,6 +316,7 @@ __all__ = [
     "check_host",
     "check_ip",
     "check_port",
+    "describe_error",
     "identify",
     "identify_mystrom",
     "identify_shelly",

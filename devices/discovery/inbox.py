@@ -211,11 +211,18 @@ def _record(
                 updates["name"] = clean_text(info.name, _field_max("name"))
         elif info.auth_enabled and not device.auth_required:
             updates["auth_required"] = True
-        # update() rather than save(): the runtime may be writing this row's live fields
-        # (online, raw_status) at the same moment; we only touch what discovery owns.
-        Device.objects.filter(pk=device.pk).update(**updates)
+        # Only the columns discovery owns are written: the runtime may be writing this
+        # row's live fields (online, raw_status) at the same moment. A new address or a
+        # new need for credentials goes through save() so post_save tells the runtime
+        # (which follows the database by that signal) to re-read the device at once; a
+        # mere "seen again" is a plain UPDATE that wakes nobody.
+        tells_runtime = kind == MOVED or updates.get("auth_required", device.auth_required) != device.auth_required
         for key, value in updates.items():
             setattr(device, key, value)
+        if tells_runtime:
+            device.save(update_fields=[*updates, "updated"])
+        else:
+            Device.objects.filter(pk=device.pk).update(**updates)
         if kind == MOVED:
             old, new = _address(old_host, old_port), _address(host, port)
             DeviceEvent.objects.create(

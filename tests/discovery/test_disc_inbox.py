@@ -199,3 +199,30 @@ def test_token_lookup_only_for_known_mystrom_devices():
     assert inbox.token_for("30AEA4000001") == "geheim"
     assert inbox.token_for("30AEA4000002") is None
     assert inbox.token_for("AAAAAAAAAAAA") is None
+
+
+@pytest.mark.django_db
+def test_runtime_hears_about_moves_but_not_about_mere_sightings():
+    """The runtime follows the database through post_save; a move must reach it, a device
+    merely seen again must not wake it (and neither may touch the runtime's own columns)."""
+    from django.db.models.signals import post_save
+
+    device = Device.objects.create(mac="441793D69718", vendor="shelly", host="192.168.1.20", adopted=True,
+                                   online=True, raw_status={"live": 1})
+    saved: list[tuple[int, frozenset | None]] = []
+
+    def receiver(sender, instance, update_fields=None, **kw):
+        saved.append((instance.pk, update_fields))
+
+    post_save.connect(receiver, sender=Device, dispatch_uid="test-disc-inbox")
+    try:
+        Device.objects.filter(pk=device.pk).update(online=False)  # the runtime, meanwhile
+        inbox.record(shelly_info(), "192.168.1.20", 80, "mdns")
+        assert saved == []
+        inbox.record(shelly_info(), "192.168.1.21", 80, "mdns")
+        assert len(saved) == 1 and saved[0][0] == device.pk and "host" in saved[0][1]
+        assert "online" not in saved[0][1] and "raw_status" not in saved[0][1]
+    finally:
+        post_save.disconnect(dispatch_uid="test-disc-inbox", sender=Device)
+    device.refresh_from_db()
+    assert (device.host, device.online, device.raw_status) == ("192.168.1.21", False, {"live": 1})
