@@ -678,13 +678,10 @@ class ShellyRpc(SimDevice):
             return {"ssid": ssid, "is_open": False, "enable": enable, "ipv4mode": "dhcp", "ip": None,
                     "netmask": None, "gw": None, "nameserver": None}
 
-        cfg["wifi"] = {"ap": ap, "sta": sta(self._ssid_default(), True), "sta1": sta("", False),
+        cfg["wifi"] = {"ap": ap, "sta": sta(self._ssid, True), "sta1": sta("", False),
                        "roam": {"rssi_thr": -80, "interval": 60}}
         cfg["ws"] = {"enable": False, "server": None, "ssl_ca": "ca.pem"}
         return dict(sorted(cfg.items()))
-
-    def _ssid_default(self) -> str:
-        return "homedash-sim"
 
     def get_config(self) -> dict[str, Any]:
         """``Shelly.GetConfig``."""
@@ -1095,7 +1092,7 @@ class ShellyRpc(SimDevice):
         return value
 
     def _component_key(self, kind: str, params: dict[str, Any]) -> str:
-        if kind in self.config or kind in ("sys", "wifi", "ws", "cloud", "mqtt", "ble"):
+        if kind in self.config:          # singletons: sys, wifi, ws, ble, eth, ...
             return kind
         cid = self._param(params, "id", int)
         key = f"{kind}:{cid}"
