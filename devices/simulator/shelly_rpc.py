@@ -275,6 +275,9 @@ class _Peer:
         self.ws = ws
         self.outbound = outbound
         self.src: str | None = None
+        # Whether this client has sent an authenticated frame since the password last changed:
+        # a protected device does not push its state to a client that never proved it may see it.
+        self.authenticated = False
         self.limit = limit
         self.faulty = faulty
         self.dropped = 0
@@ -448,6 +451,7 @@ class ShellyRpc(SimDevice):
             lockout_steps=tuple(auth_lockout),
         )
         self._debug_peers: set[_Peer] = set()
+        self._peers: set[_Peer] = set()
         self.set_secret(password)
 
         # Live state.
@@ -476,7 +480,6 @@ class ShellyRpc(SimDevice):
             self.config["sys"]["sleep"]["wakeup_period"] = int(max(1, round(wake_period or 7200)))
 
         # Sessions and background work.
-        self._peers: set[_Peer] = set()
         self._outbound: set[_Peer] = set()   # live outbound sockets (ws.connected)
         self._debug_reserved = 0
         self._udp_lines: collections.deque[str] = collections.deque(maxlen=UDP_RING)
@@ -957,7 +960,7 @@ class ShellyRpc(SimDevice):
                     return
                 if isinstance(frame, dict) and isinstance(frame.get("src"), str) and not peer.outbound:
                     peer.src = frame["src"]
-                reply = await self._process_frame(frame, ctx)
+                reply = await self._process_frame(frame, ctx, peer=peer)
                 if reply is not None:
                     peer.send(json.dumps(reply, separators=JSON_COMPACT))
         finally:
@@ -994,7 +997,8 @@ class ShellyRpc(SimDevice):
         self.log(f"shos_rpc_inst.c:243     {name} via {ctx.source} {json.dumps(params, separators=JSON_COMPACT)[:80]}")
         return await handler(params, ctx)
 
-    async def _process_frame(self, frame: Any, ctx: CallContext, *, always_reply: bool = False) -> dict[str, Any] | None:
+    async def _process_frame(self, frame: Any, ctx: CallContext, *, always_reply: bool = False,
+                             peer: _Peer | None = None) -> dict[str, Any] | None:
         if not isinstance(frame, dict):
             return None
         frame_id = frame.get("id")
@@ -1021,6 +1025,8 @@ class ShellyRpc(SimDevice):
                     assert verdict.challenge is not None
                     # The challenge travels as a JSON *string* in error.message.
                     return reply(error={"code": 401, "message": json.dumps(verdict.challenge.ws_message())})
+                if peer is not None:
+                    peer.authenticated = True
             params = frame.get("params")
             if params is None:
                 params = {}
@@ -1509,7 +1515,7 @@ class ShellyRpc(SimDevice):
     def _notify(self, method: str, params: dict[str, Any]) -> None:
         for peer in list(self._peers):
             dst = peer.notify_dst
-            if dst is None:
+            if dst is None or (self.guard.enabled and not peer.outbound and not peer.authenticated):
                 continue
             frame = {"src": self.device_id, "dst": dst, "method": method, "params": params}
             peer.send(json.dumps(frame, separators=JSON_COMPACT))
@@ -1604,9 +1610,11 @@ class ShellyRpc(SimDevice):
 
     def _credentials_changed(self) -> None:
         # Debug-log listeners authenticated once, at the upgrade: throw them out. RPC frames
-        # carry their own auth and fail on their next request.
+        # carry their own auth and fail on their next request; until then no pushes.
         for peer in list(self._debug_peers):
             self.spawn(peer.ws.close())
+        for peer in list(self._peers):
+            peer.authenticated = False
 
     def set_debug_udp(self, addr: str | None) -> None:
         """Same as ``Sys.SetConfig {"debug":{"udp":{"addr": addr}}}``; raises ValueError for a

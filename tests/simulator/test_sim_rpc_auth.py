@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devices.simulator.shelly_rpc import ShellyRpc
-from sim_rpc_helpers import digest_header, json_auth, parse_challenge, rpc_socket, running, sha
+from sim_rpc_helpers import digest_header, is_notify, json_auth, parse_challenge, rpc_socket, running, sha
 
 PASSWORD = "correct horse"
 
@@ -271,3 +271,18 @@ async def test_set_auth_rpc_installs_ha1() -> None:
                               json={"user": "admin", "realm": dev.device_id, "ha1": None}, auth=auth)
         assert r.status_code == 200
         assert (await client.get(base(dev) + "/shelly")).json()["auth_en"] is False
+
+
+async def test_no_pushes_before_the_client_authenticated() -> None:
+    dev = device()
+    async with running(dev), rpc_socket(dev) as sock:
+        await sock.call("Shelly.GetDeviceInfo")                      # src known, but not authenticated
+        await dev.flip(0)
+        assert await sock.notifications("NotifyStatus", within=0.3) == []
+        chal = json.loads((await sock.call("Sys.GetStatus"))["error"]["message"])
+        await sock.call("Sys.GetStatus", auth=json_auth(dev.device_id, PASSWORD, chal["nonce"], 1))
+        await dev.flip(0)
+        assert (await sock.expect(is_notify("NotifyStatus")))["params"]["switch:0"]["output"] is False
+        dev.set_secret("changed")                                    # must prove itself again
+        await dev.flip(0)
+        assert await sock.notifications("NotifyStatus", within=0.3) == []
