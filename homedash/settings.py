@@ -27,6 +27,7 @@ BIND = config.bind()
 DISCOVERY = config.env_bool("DISCOVERY", True)
 DISCOVERY_BIND = config.env_address("DISCOVERY_BIND", "0.0.0.0")
 DISCOVERY_PORT = config.env_int("DISCOVERY_PORT", 7979, minimum=1, maximum=65535)
+MDNS = config.env_bool("MDNS", True)
 MDNS_INTERFACES = config.env_list("MDNS_INTERFACES", [])
 # Gen1 CoIoT status messages (UDP); 0 turns the listener off.
 COIOT_PORT = config.env_int("COIOT_PORT", 5683, minimum=0, maximum=65535)

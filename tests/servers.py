@@ -37,7 +37,7 @@ class LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEDASH_")}
         env.update({"HOMEDASH_DATA_DIR": str(self.data_dir), "HOMEDASH_ALLOW_LOOPBACK_DEVICES": "true",
                     "HOMEDASH_DISCOVERY": "false", "HOMEDASH_COIOT_PORT": "0",
-                    "HOMEDASH_DISCOVERY_BIND": "127.0.0.1", "PYTHONUNBUFFERED": "1"}, **self.extra_env)
+                    "HOMEDASH_DISCOVERY_BIND": "127.0.0.1", "HOMEDASH_MDNS": "false", "PYTHONUNBUFFERED": "1"}, **self.extra_env)
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],

@@ -26,6 +26,12 @@ def build_runtime_from_settings() -> Runtime:
     discovery (unless disabled)."""
     from django.conf import settings
 
+    from devices import discovery
+
     runtime = build_runtime(coiot_host=settings.DISCOVERY_BIND,
                             coiot_port=settings.COIOT_PORT if settings.COIOT_PORT else None)
+    # Discovery writes what it finds to the database; adopted devices that move are saved
+    # through post_save, which is how the device manager hears about them.
+    for name, service in discovery.services(settings, mdns=settings.MDNS):
+        runtime.add_service(name, service)
     return runtime
