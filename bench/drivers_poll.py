@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 # ----------------------------------------------------------------------------- fleet (child)
 
 
-async def serve_fleet(devices: int) -> None:
+async def serve_fleet(devices: int, shared_address: bool = False) -> None:
     """Child process: start the fleet, print it as one JSON line, run until stdin closes."""
     import logging
 
@@ -50,7 +50,7 @@ async def serve_fleet(devices: int) -> None:
 
     half = devices // 2
     specs = ["WS2"] * (devices - half) + ["SHSW-PM"] * half
-    own = may_own_addresses()
+    own = may_own_addresses() and not shared_address
     async with Fleet(specs, per_device_addresses=own, seed=7) as fleet:
         rows = [
             {"vendor": d.vendor, "model": d.model, "host": d.host, "port": d.port, "mac": d.mac}
@@ -127,14 +127,15 @@ async def set_protection(rows: list[dict], enabled: bool) -> None:
         await asyncio.gather(*(MyStrom(client, r["host"], r["port"]).set_protection(enabled) for r in rows))
 
 
-async def run(devices: int, seconds: float) -> list[Result]:
+async def run(devices: int, seconds: float, shared_address: bool = False) -> list[Result]:
     import aiohttp
     import httpx
 
     from devices.drivers import MyStrom, ShellyGen1, make_client
 
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--devices", str(devices)],
+        [sys.executable, __file__, "--serve", "--devices", str(devices)]
+        + (["--shared-address"] if shared_address else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True,
     )
     try:
@@ -169,6 +170,13 @@ async def run(devices: int, seconds: float) -> list[Result]:
 
             results.append(await measure("homedash ShellyGen1.poll()", [gen1_poll(d) for d in ours_g], seconds,
                                          "parsed to channels + press events"))
+
+        # -- the same driver on httpx's stock httpcore transport, to show what the lean
+        #    transport saves
+        async with make_client(**limits, timeout=httpx.Timeout(10.0), lean=False) as client:
+            stock = [MyStrom(client, r["host"], r["port"]) for r in switches]
+            results.append(await measure("homedash MyStrom.report(), httpcore transport",
+                                         [mystrom_poll(d) for d in stock], seconds, "make_client(lean=False)"))
 
         # -- python-mystrom (aiohttp); protection off, it sends Accept-Encoding
         from pymystrom.switch import MyStromSwitch
@@ -236,12 +244,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--shared-address", action="store_true",
+                        help="all devices on 127.0.0.1 with distinct ports, even as root")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve_fleet(args.devices))
+        asyncio.run(serve_fleet(args.devices, args.shared_address))
         return
-    results = asyncio.run(run(args.devices, args.seconds))
+    results = asyncio.run(run(args.devices, args.seconds, args.shared_address))
     print(f"\nPolling {args.devices} simulated devices ({args.devices - args.devices // 2} myStrom switches, "
           f"{args.devices // 2} Shelly Gen1) for {args.seconds:g} s per client; "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; simulator in a subprocess.\n")

@@ -94,6 +94,8 @@ MAX_STATUS_KEYS = 256
 MAX_MERGE_DEPTH = 16
 MAX_CHANNELS = 64
 UPDATE_QUEUE_SIZE = 256
+# Methods whose replies may outgrow the status cap (HTTP only; the websocket has max_size).
+LARGE_REPLY_METHODS = frozenset({"Shelly.GetConfig", "Shelly.GetComponents", "Sys.GetConfig", "Shelly.ListMethods"})
 
 AUTH_USER = "admin"
 
@@ -852,7 +854,10 @@ class ShellyRpcHttp(RpcMethods):
         self._throttle_level = min(self._throttle_level + 1, 8)
         return _retry_after(headers, fallback) if headers is not None else fallback
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *, cap: int = http.STATUS_BODY_CAP) -> Any:
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, cap: int | None = None) -> Any:
+        if cap is None:
+            # Configuration and component dumps are the only big replies a device sends.
+            cap = http.DEBUG_BODY_CAP if method in LARGE_REPLY_METHODS else http.STATUS_BODY_CAP
         async with self._lock:
             throttle_left = self.throttle_retries
             stale_left = 1
