@@ -33,11 +33,24 @@ class LiveServer:
         self.output = ""
         self.ready_after: float | None = None
 
-    def start(self, timeout: float = 30.0) -> "LiveServer":
+    def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEDASH_")}
         env.update({"HOMEDASH_DATA_DIR": str(self.data_dir), "HOMEDASH_ALLOW_LOOPBACK_DEVICES": "true",
                     "HOMEDASH_DISCOVERY": "false", "HOMEDASH_COIOT_PORT": "0",
                     "HOMEDASH_DISCOVERY_BIND": "127.0.0.1", "HOMEDASH_MDNS": "false", "PYTHONUNBUFFERED": "1"}, **self.extra_env)
+        return env
+
+    def manage(self, *args: str, timeout: float = 60.0) -> str:
+        """Run another manage.py command against the same data directory (e.g. to put
+        devices in its database before or while it serves)."""
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(),
+                                capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self, timeout: float = 30.0) -> "LiveServer":
+        env = self.env()
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],

@@ -16,7 +16,8 @@ from devices.drivers.errors import DeviceError
 from devices.drivers.shelly_rpc import ShellyRpcSession, SessionUpdate, parse_rpc_status, parse_rpc_system
 from devices.drivers.types import ChannelState
 from devices.runtime.sessions import (
-    OFFLINE_AFTER, SAFETY_POLL, Adapter, CommandError, DeviceConfig, Snapshot, _channel_index, _pct, describe_error,
+    OFFLINE_AFTER, SAFETY_POLL, Adapter, CommandError, DeviceConfig, Snapshot, _channel_index, _hsv_to_rgb, _kelvin, _pct,
+    _ramp_ms, describe_error,
 )
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,36 @@ class RpcAdapter(Adapter):
         finally:
             unsubscribe()
 
+    async def _device_rpc(self):
+        """The live websocket when there is one; HTTP otherwise (a sleeper that is awake
+        right now has no session socket)."""
+        if self.rpc.connected:
+            return self.rpc
+        from devices.drivers.shelly_rpc import ShellyRpcHttp
+
+        return ShellyRpcHttp(self.client, self.config.host, self.config.port, password=self.config.password or None)
+
+    async def point_outbound_websocket(self, server: str | None) -> bool:
+        """Point the device's outbound websocket (`ws.server`) at homedash, or switch it off
+        (server None). Only ever called on a user's explicit action: it changes the
+        device's configuration and needs a reboot to take effect."""
+        rpc = await self._device_rpc()
+        config = {"enable": bool(server), "server": server or None}
+        result = await rpc.call("Ws.SetConfig", {"config": config})
+        restart = isinstance(result, dict) and bool(result.get("restart_required"))
+        if restart:
+            await rpc.reboot(delay_ms=1000)
+        return restart
+
     async def command(self, channel: str, action: str, params: dict[str, Any]) -> list[ChannelState]:
         rpc = self.rpc
+        if channel == "device" and action == "outbound_ws":
+            server = params.get("server")
+            if server is not None and (not isinstance(server, str) or not server.startswith(("ws://", "wss://"))
+                                       or len(server) > 200):
+                raise CommandError("the outbound websocket address must be a ws:// or wss:// URL")
+            await self.point_outbound_websocket(server)
+            return []
         kind, _, _ = channel.partition(":")
         cid = _channel_index(channel)
         if kind == "switch" and action in ("on", "off", "toggle"):
@@ -109,18 +138,26 @@ class RpcAdapter(Adapter):
                 await rpc.cover_stop(cid)
             else:
                 await rpc.cover_go_to_position(cid, _pct(params, "position"))
-        elif kind in ("light", "rgb", "rgbw", "cct") and action in ("on", "off", "toggle", "brightness"):
-            if action == "toggle" and kind == "light":
+        elif kind in ("light", "rgb", "rgbw", "cct") and action in ("on", "off", "toggle", "brightness", "colour", "colour_temp"):
+            fade = _ramp_ms(params)
+            transition = fade / 1000.0 if fade is not None else None
+            setter = {"light": rpc.light_set, "rgb": rpc.rgb_set, "rgbw": rpc.rgbw_set, "cct": rpc.cct_set}[kind]
+            if action == "toggle" and kind == "light" and transition is None:
                 await rpc.light_toggle(cid)
+            elif action == "brightness":
+                await setter(cid, on=True, brightness=_pct(params, "brightness"), transition=transition)
+            elif action == "colour" and kind in ("rgb", "rgbw"):
+                rgb, brightness = _hsv_to_rgb(params)
+                await setter(cid, on=True, rgb=rgb, brightness=brightness, transition=transition)
+            elif action == "colour_temp" and kind == "cct":
+                await rpc.cct_set(cid, on=True, ct=_kelvin(params), transition=transition)
+            elif action == "toggle":
+                current = parse_rpc_status(rpc.status, [channel])
+                await setter(cid, on=not (current and current[0].on), transition=transition)
+            elif action in ("on", "off"):
+                await setter(cid, on=action == "on", transition=transition)
             else:
-                setter = {"light": rpc.light_set, "rgb": rpc.rgb_set, "rgbw": rpc.rgbw_set, "cct": rpc.cct_set}[kind]
-                if action == "brightness":
-                    await setter(cid, on=True, brightness=_pct(params, "brightness"))
-                elif action == "toggle":
-                    current = parse_rpc_status(rpc.status, [channel])
-                    await setter(cid, on=not (current and current[0].on))
-                else:
-                    await setter(cid, on=action == "on")
+                raise CommandError(f"{action!r} is not something {channel} can do")
         else:
             raise CommandError(f"{action!r} is not something {channel} can do")
         # The device confirms by notification; until then show what it last told us.
