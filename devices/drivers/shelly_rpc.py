@@ -1367,6 +1367,12 @@ class ShellyRpcSession(RpcMethods):
                 raise Throttled(as_str(error.get("message"), 128) or "too many requests", retry_after=wait, host=self.host)
             raise rpc_error_from(error, self.host)
 
+    async def set_auth(self, new_password: str | None) -> None:
+        """Change the password, then authenticate once with the new one: protected devices
+        push notifications only to clients that authenticated since the change."""
+        await super().set_auth(new_password)
+        await self.refresh_status()
+
     async def refresh_status(self) -> dict[str, Any]:
         """Safety poll: replace the cache with a fresh GetStatus and publish what changed."""
         status = await self.get_status()

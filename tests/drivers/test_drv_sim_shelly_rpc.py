@@ -214,7 +214,10 @@ async def test_session_survives_reboot_and_rearms():
 async def test_session_digest_auth():
     async with running(sim.ShellyRpc("SNSW-001P16EU", password="pw", fw="2.0.0", nonce_lifetime=0.3, **QUIET)) as dev:
         async with session_for(dev, password="pw") as session:
-            await session.wait_connected(5)
+            updates = session.updates()
+            await next_update(updates, "connected")
+            await dev.flip(0)  # a protected device pushes to us: the bootstrap authenticated
+            await next_update(updates, "status", where=lambda u: "switch:0" in u.changed)
             assert "switch:0" in await session.get_status()
             await asyncio.sleep(0.4)  # expired nonce over the websocket: stale, re-challenge
             assert "switch:0" in await session.get_status()
@@ -226,6 +229,20 @@ async def test_session_digest_auth():
         async with session_for(dev, auth_failure_backoff=10) as none:
             with pytest.raises(AuthRequired):
                 await none.wait_connected(5)
+
+
+async def test_session_password_change_keeps_notifications(client):
+    async with running(sim.ShellyRpc("SNSW-001P16EU", password="old", **QUIET)) as dev:
+        async with session_for(dev, password="old") as session:
+            updates = session.updates()
+            await next_update(updates, "connected")
+            await session.set_auth("new")
+            assert session.auth.password == "new"
+            await dev.flip(0)  # still pushed to us: we authenticated with the new password
+            await next_update(updates, "status", where=lambda u: "switch:0" in u.changed)
+        with pytest.raises(WrongCredentials):
+            await ShellyRpcHttp(client, dev.host, dev.port, password="old").get_status()
+        assert "switch:0" in await ShellyRpcHttp(client, dev.host, dev.port, password="new").get_status()
 
 
 async def test_session_unreachable_then_back():
