@@ -102,6 +102,39 @@ def _channel_index(key: str) -> int:
         raise CommandError(f"unknown channel {key!r}") from None
 
 
+def _ramp_ms(params: dict[str, Any]) -> int | None:
+    """An optional fade in milliseconds (0..10 minutes); anything else means "no fade"."""
+    ramp = params.get("ramp_ms")
+    if isinstance(ramp, (int, float)) and not isinstance(ramp, bool) and 0 <= ramp <= 600_000:
+        return int(ramp)
+    return None
+
+
+def _hsv_to_rgb(params: dict[str, Any]) -> tuple[tuple[int, int, int], float]:
+    """{h 0-360, s 0-100, v 0-100} -> (full-brightness RGB bytes, brightness %): Shelly
+    devices take the hue as RGB and the brightness separately."""
+    import colorsys
+
+    try:
+        h, s, v = (float(params[k]) for k in ("h", "s", "v"))
+    except (KeyError, TypeError, ValueError):
+        raise CommandError("colour needs h (0-360), s and v (0-100)") from None
+    if not (0 <= h <= 360 and 0 <= s <= 100 and 0 <= v <= 100):
+        raise CommandError("colour needs h (0-360), s and v (0-100)")
+    r, g, b = colorsys.hsv_to_rgb((h % 360) / 360.0, s / 100.0, 1.0)
+    return (round(r * 255), round(g * 255), round(b * 255)), v
+
+
+def _kelvin(params: dict[str, Any]) -> int:
+    try:
+        value = int(float(params["kelvin"]))
+    except (KeyError, TypeError, ValueError):
+        raise CommandError("colour temperature must be a number of kelvin") from None
+    if not 2700 <= value <= 6500:
+        raise CommandError("colour temperature must be 2700 to 6500 K")
+    return value
+
+
 def _pct(params: dict[str, Any], name: str) -> float:
     try:
         value = float(params[name])
@@ -169,8 +202,7 @@ class MyStromAdapter(Adapter):
             if action == "toggle":
                 return [await d.toggle()]
         elif self.kind == "light":
-            ramp = params.get("ramp_ms")
-            ramp = int(ramp) if isinstance(ramp, (int, float)) and not isinstance(ramp, bool) else None
+            ramp = _ramp_ms(params)
             if action in ("on", "off", "toggle"):
                 return [await d.set_light(action=action, ramp_ms=ramp)]
             if action == "brightness":
@@ -212,16 +244,23 @@ class Gen1Adapter(Adapter):
                 return [await d.roller(index, "to_pos", position=_pct(params, "position"))]
         if kind == "light":
             path = "white" if self._colour_mode == "white" else "light"
+            fade = _ramp_ms(params)
             if self._colour_mode == "color":
                 if action in ("on", "off", "toggle"):
-                    return [await d.color(index, turn=action)]
+                    return [await d.color(index, turn=action, transition_ms=fade)]
                 if action == "brightness":
-                    return [await d.color(index, turn="on", gain=_pct(params, "brightness"))]
+                    return [await d.color(index, turn="on", gain=_pct(params, "brightness"), transition_ms=fade)]
+                if action == "colour":
+                    rgb, gain = _hsv_to_rgb(params)
+                    return [await d.color(index, turn="on", rgb=rgb, gain=gain, transition_ms=fade)]
             else:
                 if action in ("on", "off", "toggle"):
-                    return [await d.light(index, turn=action, path=path)]
+                    return [await d.light(index, turn=action, path=path, transition_ms=fade)]
                 if action == "brightness":
-                    return [await d.light(index, turn="on", brightness=_pct(params, "brightness"), path=path)]
+                    return [await d.light(index, turn="on", brightness=_pct(params, "brightness"), path=path,
+                                          transition_ms=fade)]
+                if action == "colour_temp":
+                    return [await d.light(index, turn="on", temp_k=_kelvin(params), path=path, transition_ms=fade)]
         return await super().command(channel, action, params)
 
 
