@@ -514,8 +514,9 @@ class MyStrom:
                 info = self._parsed(lambda: parse_mystrom_info(legacy.json(), legacy=True))
                 self.mac = self.mac or info.mac
                 return info
-            if first.status == 404 or legacy.status == 404:
+            if first.status == 404:
                 raise await self._explain_404(first, "/api/v1/info")
+            # Something answers, but not like a myStrom device does.
             raise ProtocolError("neither /api/v1/info nor /info.json gave device info", host=self.host)
 
     def _parsed(self, parser, *args: Any, **kw: Any):  # noqa: ANN001 - tiny adaptor

@@ -262,6 +262,17 @@ async def test_info_html_instead_of_json():
         assert (await MyStrom(client, "h").info()).model == "WSW"
 
 
+async def test_info_from_something_else_is_a_protocol_error():
+    def handler(request):
+        if request.url.path == "/api/v1/info":
+            return httpx.Response(200, content=b"<html>router login</html>")
+        return httpx.Response(404)
+
+    async with mock_client(handler) as client:
+        with pytest.raises(ProtocolError):
+            await MyStrom(client, "h").info()
+
+
 async def test_mystrom_rejects_bad_arguments_before_sending():
     async with mock_client(lambda r: httpx.Response(500)) as client:
         device = MyStrom(client, "h", mac="AABBCCDDEEFF")
