@@ -29,7 +29,11 @@ async def test_sleeper_reports_through_the_outbound_websocket(tmp_path):
         async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.get("/healthz")).json()["devices"]["online"] == 0  # asleep, never seen
             # The household's explicit action, while the device is awake (a button press).
-            await sensor.wake(30)
+            sensor.wake(30)  # returns the task of the whole wake; do not wait for it
+            for _ in range(100):
+                if sensor.awake:
+                    break
+                await asyncio.sleep(0.05)
             ws_url = server.url.replace("http://", "ws://") + "/shelly/ws"
             out = await asyncio.to_thread(server.manage, "shell", "-c", (
                 "import asyncio, json; from devices.models import Device; "
@@ -41,9 +45,10 @@ async def test_sleeper_reports_through_the_outbound_websocket(tmp_path):
                 f"        print(json.dumps(await make_adapter(DeviceConfig.from_device(d), c).point_outbound_websocket('{ws_url}')))\n"
                 "asyncio.run(main())"))
             assert json.loads(out.strip().splitlines()[-1]) is True  # restart required, device rebooted
+            await asyncio.sleep(2.5)  # the reboot it asked for
             await sensor.sleep()
             # Next wake: it connects out, pushes NotifyFullStatus, says Bye.
-            await sensor.wake(2)
+            sensor.wake(2)
             deadline, devices = time.monotonic() + 15, {}
             while time.monotonic() < deadline:
                 devices = (await client.get("/healthz")).json()["devices"]
