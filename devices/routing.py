@@ -1,3 +1,13 @@
-"""Websocket routes. The live dashboard's consumers register here."""
+"""Websocket routes of the live dashboard (mounted under /ws/ by homedash.asgi, behind the
+Origin check and session authentication)."""
 
-websocket_urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+
+from devices.consumers import DeviceConsumer, HomeConsumer
+
+websocket_urlpatterns: list = [
+    path("home/", HomeConsumer.as_asgi()),
+    path("devices/<int:pk>/", DeviceConsumer.as_asgi()),
+]

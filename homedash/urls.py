@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from devices import hooks, views
@@ -9,8 +9,33 @@ from devices import hooks, views
 admin.site.site_header = "homedash administration"
 admin.site.site_title = "homedash"
 
+device_urls = [
+    path("", views.device_detail, name="device"),
+    path("health", views.device_health, name="device-health"),
+    path("raw.json", views.device_raw, name="device-raw"),
+    path("settings", views.device_settings, name="device-settings"),
+    path("credentials", views.device_credentials, name="device-credentials"),
+]
+
+channel_urls = [
+    path("command", views.channel_command, name="channel-command"),
+    path("settings", views.channel_settings, name="channel-settings"),
+]
+
+inbox_urls = [
+    path("", views.inbox, name="inbox"),
+    path("scan", views.inbox_scan, name="inbox-scan"),
+    path("add", views.inbox_add, name="inbox-add"),
+    path("<int:pk>/adopt", views.inbox_adopt, name="inbox-adopt"),
+    path("<int:pk>/ignore", views.inbox_ignore, name="inbox-ignore"),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
+    path("devices/<int:pk>/", include(device_urls)),
+    path("channels/<int:pk>/", include(channel_urls)),
+    path("inbox/", include(inbox_urls)),
+    path("events/", views.events, name="events"),
     path("onboarding/", views.onboarding, name="onboarding"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

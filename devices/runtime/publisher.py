@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from devices.drivers.types import ChannelState
+from devices.drivers.types import ChannelState, Event
 from devices.runtime.state import Change, StateStore
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ class Persister:
         self._events: list[tuple[int, object]] = []
         self._last_reading: dict[tuple[int, str, str], float] = {}
         self._last_status: dict[int, float] = {}
+        self._last_presence: dict[int, bool] = {}
         store.subscribe(self.on_change)
 
     def on_change(self, change: Change) -> None:
@@ -190,6 +191,12 @@ class Persister:
             self._dirty[change.pk] |= change.channels
         if change.presence:
             self._presence.add(change.pk)
+            live = self.store.get(change.pk)
+            # Coming online and going offline are events the household looks up later
+            # ("when did the fridge plug drop off?"); a stale-to-fresh flip is not.
+            if live is not None and self._last_presence.get(change.pk) is not live.online:
+                self._last_presence[change.pk] = live.online
+                self._events.append((change.pk, Event(device=live.mac, channel="", kind="online" if live.online else "offline")))
         for event in change.events:
             self._events.append((change.pk, event))
         # Readings are due by time, not by change: note the device so flush() looks at it.

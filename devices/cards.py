@@ -1,0 +1,253 @@
+"""What a channel card shows, for pages, htmx answers and the websocket snapshot.
+
+Live changes are rendered by the runtime's publisher (once per change, shared by every
+browser). Everything else that needs a card — a page, the answer to a command, the
+snapshot a socket gets when it (re)connects — comes through here, from the same partial
+and, when the runtime runs in this process, from the same context builder, so a card looks
+the same whichever path drew it. Without an in-process runtime (scaled mode, or before it
+started) the last-known state the runtime wrote to the database is shown, marked as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Min
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from devices import runtime as runtime_module
+from devices.models import Channel, Device, Reading
+from devices.runtime.publisher import ChannelMeta, DeviceMeta, state_from_json
+
+CARD_TEMPLATE = "devices/partials.html#channel-card"
+CONFIRM_TIMEOUT = 2.0  # seconds a command answer waits for the device to confirm by push
+
+
+def manager():
+    """The device manager of this process, or None (scaled mode / no runtime)."""
+    rt = runtime_module.current()
+    return getattr(rt, "manager", None) if rt is not None and rt.running else None
+
+
+def channel_meta(channel: Channel) -> ChannelMeta:
+    return ChannelMeta(channel.pk, channel.device_id, channel.key, channel.kind, channel.name or channel.key,
+                       channel.room_id, channel.visible)
+
+
+def device_meta(device: Device) -> DeviceMeta:
+    return DeviceMeta(device.pk, str(device), device.room_id, device.vendor, device.model_name)
+
+
+def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dict[str, Any]:
+    """The context the channel-card partial is rendered with. `channel` must have its
+    device loaded (select_related) — this runs in sync code only."""
+    meta = channel_meta(channel)
+    m = manager()
+    if m is not None and m.store.get(channel.device_id) is not None:
+        # The runtime's own context builder, with names and rooms as the database has them
+        # now (its catalogue catches up a moment later).
+        for _attempt in range(3):
+            try:
+                context = m.card_context(meta)
+                break
+            except RuntimeError:  # the loop appended an event while we read: read again
+                continue
+        else:
+            context = {"channel": meta, "state": None, "online": False, "stale": True, "updated_at": None,
+                       "last_event": None}
+        context["device"] = device_meta(channel.device)
+    else:
+        device = channel.device
+        at = channel.last_state_at or device.last_seen
+        context = {
+            "channel": meta,
+            "device": device_meta(device),
+            "state": state_from_json(channel.last_state),
+            "online": device.online,
+            # Nobody in this process is following the device: whatever we show is what it
+            # last told the runtime.
+            "stale": True,
+            "updated_at": at.timestamp() if at else None,
+            "last_event": None,
+        }
+    context["oob"] = oob
+    context["error"] = error
+    return context
+
+
+def render_card(channel: Channel, *, oob: bool = False, error: str = "") -> str:
+    return render_to_string(CARD_TEMPLATE, card_context(channel, oob=oob, error=error))
+
+
+def render_cards(channels, *, oob: bool = True) -> str:
+    """Many cards as one string of out-of-band fragments (the websocket snapshot)."""
+    seed_day_baselines([c.pk for c in channels if c.kind in ("switch", "meter", "light")])
+    return "".join(render_card(c, oob=oob) for c in channels)
+
+
+async def wait_for_confirmation(device_pk: int, key: str, before: object, timeout: float = CONFIRM_TIMEOUT) -> None:
+    """Shelly Gen2+ devices confirm a command by notification, after the command's own
+    answer: wait (briefly) until the runtime has applied a new state for the channel, so
+    the answer shows the device's confirmed state rather than the old one."""
+    m = manager()
+    if m is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = m.store.get(device_pk)
+        if live is None or live.channels.get(key) is not before:
+            return
+        await asyncio.sleep(0.05)
+
+
+def current_state_object(device_pk: int, key: str) -> object:
+    m = manager()
+    live = m.store.get(device_pk) if m is not None else None
+    return live.channels.get(key) if live is not None else None
+
+
+# ----------------------------------------------------------------------------- energy today
+# "kWh today" = the device's energy counter now minus its value at local midnight. The
+# midnight value comes from the first stored reading of the day; a process that has none
+# (fresh install, counter just appeared) starts from the first value it sees. Kept in
+# memory so the publisher can render it on the event loop without touching the database.
+_baselines: dict[int, tuple[Any, float]] = {}
+_seeded: dict[int, Any] = {}  # channel pk -> the day its baseline was looked up in the database
+MAX_BASELINES = 10_000
+
+
+def energy_today_wh(channel_pk: int, energy_wh: float | None) -> float | None:
+    if energy_wh is None:
+        return None
+    today = timezone.localdate()
+    day, base = _baselines.get(channel_pk, (None, None))
+    if day != today or base is None or energy_wh < base:
+        # A new day, a first sight, or a counter that went backwards (device reset).
+        if len(_baselines) >= MAX_BASELINES:
+            _baselines.clear()
+            _seeded.clear()
+        _baselines[channel_pk] = (today, energy_wh)
+        return 0.0
+    return energy_wh - base
+
+
+def seed_day_baselines(channel_pks) -> None:
+    """Load today's first energy readings for channels not seeded today (sync, DB)."""
+    today = timezone.localdate()
+    wanted = [pk for pk in channel_pks if _seeded.get(pk) != today]
+    if not wanted:
+        return
+    midnight = timezone.make_aware(datetime.combine(today, datetime.min.time()))
+    firsts = (Reading.objects.filter(channel_id__in=wanted, metric=Reading.Metric.ENERGY, ts__gte=midnight)
+              .values("channel_id").annotate(first=Min("ts")))
+    pairs = {(row["channel_id"], row["first"]) for row in firsts}
+    if pairs:
+        values = Reading.objects.filter(channel_id__in=[p for p, _ in pairs], metric=Reading.Metric.ENERGY,
+                                        ts__in=[ts for _, ts in pairs]).values_list("channel_id", "ts", "value")
+        for pk, ts, value in values:
+            if (pk, ts) in pairs:
+                day, base = _baselines.get(pk, (None, None))
+                if day != today or base is None or value < base:
+                    _baselines[pk] = (today, value)
+    for pk in wanted:
+        _seeded[pk] = today
+
+
+# ----------------------------------------------------------------------------- colours
+def colour_hex(state) -> str | None:
+    """The light's colour as #rrggbb for a swatch and the colour picker, or None."""
+    colour = getattr(state, "colour", None)
+    mode = getattr(state, "colour_mode", None)
+    if not colour:
+        return None
+    try:
+        if mode == "hsv" and len(colour) >= 3:
+            r, g, b = colorsys.hsv_to_rgb((colour[0] % 360) / 360.0, min(colour[1], 100) / 100.0, 1.0)
+            rgb = (r * 255, g * 255, b * 255)
+        elif mode in ("rgb", "rgbw") and len(colour) >= 3:
+            rgb = colour[:3]
+        else:
+            return None
+        return "#" + "".join(f"{max(0, min(255, round(float(v)))):02x}" for v in rgb)
+    except (TypeError, ValueError):
+        return None
+
+
+def hex_to_hsv(text: str) -> tuple[float, float, float] | None:
+    """'#ff8800' -> (h 0-360, s 0-100, v 0-100), or None when it is not a colour."""
+    if not isinstance(text, str) or len(text) != 7 or text[0] != "#":
+        return None
+    try:
+        r, g, b = (int(text[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
+    except ValueError:
+        return None
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    return round(h * 360, 1), round(s * 100, 1), round(v * 100, 1)
+
+
+# ----------------------------------------------------------------------------- power chart
+CHART_WIDTH, CHART_HEIGHT = 600, 160
+CHART_BUCKET = 300  # seconds per point: 288 points for 24 h
+
+
+@dataclass
+class Series:
+    name: str
+    points: str  # SVG polyline points
+    latest: float | None
+    peak: float
+
+
+def power_chart(channels, *, hours: int = 24, now: datetime | None = None) -> dict[str, Any] | None:
+    """A server-rendered SVG chart of the last `hours` of stored power readings, one line
+    per channel, averaged into 5-minute buckets (so 24 h is at most 288 points a line)."""
+    now = now or timezone.now()
+    start = now - timedelta(hours=hours)
+    span = (now - start).total_seconds()
+    by_channel: dict[int, dict[int, list[float]]] = {}
+    rows = (Reading.objects.filter(channel__in=channels, metric=Reading.Metric.POWER, ts__gte=start, ts__lte=now)
+            .values_list("channel_id", "ts", "value").order_by("ts")[:200_000])
+    for pk, ts, value in rows:
+        bucket = int((ts - start).total_seconds() // CHART_BUCKET)
+        by_channel.setdefault(pk, {}).setdefault(bucket, []).append(value)
+    if not by_channel:
+        return None
+    names = {c.pk: (c.name or c.key) for c in channels}
+    averaged = {pk: {b: sum(v) / len(v) for b, v in buckets.items()} for pk, buckets in by_channel.items()}
+    peak = max(max(b.values()) for b in averaged.values())
+    top = _nice_ceiling(max(peak, 1.0))
+    series = []
+    for pk, buckets in sorted(averaged.items()):
+        pts = []
+        for bucket, value in sorted(buckets.items()):
+            x = min(span, bucket * CHART_BUCKET + CHART_BUCKET / 2) / span * CHART_WIDTH
+            y = CHART_HEIGHT - value / top * CHART_HEIGHT
+            pts.append(f"{x:.1f},{y:.1f}")
+        if len(pts) == 1:  # a lone point still deserves a visible mark
+            x, y = pts[0].split(",")
+            pts.append(f"{float(x) + 2:.1f},{y}")
+        latest = buckets[max(buckets)]
+        series.append(Series(names.get(pk, str(pk)), " ".join(pts), latest, max(buckets.values())))
+    ticks = []
+    for h in range(0, hours + 1, 6):
+        at = start + timedelta(hours=h)
+        ticks.append({"x": round(h / hours * CHART_WIDTH, 1), "label": timezone.localtime(at).strftime("%H:%M")})
+    return {
+        "width": CHART_WIDTH, "height": CHART_HEIGHT, "series": series, "top": top,
+        "mid": top / 2, "mid_y": CHART_HEIGHT / 2, "ticks": ticks, "hours": hours,
+    }
+
+
+def _nice_ceiling(value: float) -> float:
+    """1, 2, 5 × 10^n at or above value: axis labels people can read."""
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 5, 10):
+        if value <= step * magnitude:
+            return float(step * magnitude)
+    return float(10 * magnitude)

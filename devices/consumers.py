@@ -1,0 +1,242 @@
+"""The live dashboard's websockets: one per page, `/ws/home/` and `/ws/devices/<pk>/`.
+
+What a socket may receive is decided once, at connect: it joins the channel-layer groups
+of the rooms (or the device) the user may see, plus `user.<pk>` so a logout or a change
+of access can reach it later. After that the handlers only forward the HTML strings the
+publisher rendered once per change — no per-browser rendering, no per-message checks.
+
+Close codes (htmx-ext-ws reconnects by itself only on 1006/1011/1012/1013; static/js/
+homedash.js handles ours):
+  4401  not logged in (or logged out): the page sends the browser to the login page
+  4403  logged in, but may not see this device
+  4404  no such device
+  4000  access changed: the page reloads, which reconnects with the new rights
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import user_logged_out
+from django.contrib.auth.models import Group
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from devices import access, cards
+from devices.models import Channel, Device, RoomAccess
+from devices.runtime.publisher import device_group, room_group
+
+log = logging.getLogger(__name__)
+
+# Group membership expires after a day in both channel layers (group_expiry); sockets
+# live for weeks on a wall tablet, so every socket joins its groups again well before.
+REJOIN_PERIOD = 6 * 3600.0
+MAX_INBOUND = 1024  # bytes: the only thing a browser may say is {"type": "refresh"}
+
+CLOSE_LOGGED_OUT = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_ACCESS_CHANGED = 4000
+
+
+def user_group(pk: int) -> str:
+    return f"user.{pk}"
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Shared by the pages: connect-time authorisation, snapshot, forwarding, rejoin."""
+
+    joined: list[str]
+
+    async def connect(self):
+        self.joined = []
+        self._rejoin_task = None
+        # Accept first, then close with an application code: a refused handshake looks like
+        # a network failure (1006) to the browser, and htmx-ext-ws would retry forever.
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+            await self.close(code=CLOSE_LOGGED_OUT)
+            return
+        plan = await database_sync_to_async(self.plan)(user)
+        if isinstance(plan, int):
+            await self.close(code=plan)
+            return
+        groups, channel_pks = plan
+        self.joined = [*groups, user_group(user.pk)]
+        await self._join()
+        await self.send_snapshot(channel_pks)
+        self._rejoin_task = asyncio.ensure_future(self._rejoin_forever())
+
+    def plan(self, user) -> tuple[list[str], list[int]] | int:  # pragma: no cover - abstract
+        """(groups to join, channels to snapshot), or a close code. Runs in a thread."""
+        raise NotImplementedError
+
+    async def _join(self) -> None:
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _rejoin_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REJOIN_PERIOD)
+            await self._join()
+
+    async def send_snapshot(self, channel_pks: list[int]) -> None:
+        """Every card this page shows, as it is now: the page may have missed changes
+        while the socket was down."""
+        channels = await database_sync_to_async(_channels_for_snapshot)(channel_pks)
+        html = "".join(cards.render_card(c, oob=True) for c in channels)
+        if html:
+            await self.send(text_data=html)
+
+    async def disconnect(self, code):
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rejoin_task
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Browsers have one thing to say: "send me everything again". Anything else gets a
+        plain-text error (which htmx ignores) and changes nothing."""
+        if bytes_data is not None or text_data is None:
+            await self.send(text_data="error: only JSON text messages are understood")
+            return
+        if len(text_data) > MAX_INBOUND:
+            await self.send(text_data=f"error: message longer than {MAX_INBOUND} bytes")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self.send(text_data='error: not JSON; send {"type": "refresh"}')
+            return
+        if not isinstance(message, dict) or message.get("type") != "refresh" or set(message) - {"type", "HEADERS"}:
+            await self.send(text_data='error: unknown message; the only one is {"type": "refresh"}')
+            return
+        user = self.scope["user"]
+        plan = await database_sync_to_async(self.plan)(user)
+        if isinstance(plan, int):
+            await self.close(code=plan)
+            return
+        await self.send_snapshot(plan[1])
+
+    # ---------------------------------------------------------------- channel layer
+    async def fragment(self, event):
+        await self.send(text_data=event["html"])
+
+    async def session_revoked(self, event):
+        """A logout somewhere: close only the sockets of the session that ended (the
+        same person may still be logged in on their phone)."""
+        session = self.scope.get("session")
+        mine = getattr(session, "session_key", None)
+        if event.get("session_key") in (None, mine):
+            await self.close(code=CLOSE_LOGGED_OUT)
+
+    async def access_changed(self, event):
+        await self.close(code=CLOSE_ACCESS_CHANGED)
+
+
+def _channels_for_snapshot(pks: list[int]) -> list[Channel]:
+    channels = list(Channel.objects.select_related("device", "room", "device__room").filter(pk__in=pks)
+                    .order_by("device_id", "order", "pk"))
+    cards.seed_day_baselines([c.pk for c in channels])
+    return channels
+
+
+class HomeConsumer(LiveConsumer):
+    def plan(self, user):
+        levels = access.room_levels(user)
+        rooms = [pk for pk, level in levels.items() if level >= access.VIEW]
+        groups = [room_group(pk) for pk in sorted(rooms)]
+        if user.is_staff:
+            groups.append(room_group(None))  # channels not in any room yet
+        channel_pks = list(access.visible_channels(user).values_list("pk", flat=True))
+        return groups, channel_pks
+
+
+class DeviceConsumer(LiveConsumer):
+    def plan(self, user):
+        pk = self.scope["url_route"]["kwargs"]["pk"]
+        device = Device.objects.filter(pk=pk, adopted=True).first()
+        if device is None:
+            return CLOSE_NOT_FOUND
+        if not access.may_view_device(user, device):
+            return CLOSE_FORBIDDEN
+        channels = list(device.channels.select_related("device"))
+        seen = [c for c in channels if access.may_view_channel(user, c)]
+        # The publisher sends every visible channel's card to the device group.
+        if {c.pk for c in channels if c.visible} <= {c.pk for c in seen}:
+            groups = [device_group(device.pk)]
+        else:
+            # Only part of the device is shared with this user: the device group would
+            # carry the other rooms' cards too, so follow the rooms instead.
+            groups = sorted({room_group(access.channel_room_pk(c)) for c in seen})
+        return groups, [c.pk for c in seen]
+
+
+# ----------------------------------------------------------------------------- revocation
+def _send_to_users(user_pks, message: dict) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for pk in set(user_pks):
+        try:
+            async_to_sync(layer.group_send)(user_group(pk), message)
+        except Exception:  # revocation is best effort; the next connect decides anew
+            log.exception("could not reach the sockets of user %s", pk)
+
+
+@receiver(user_logged_out, dispatch_uid="homedash-close-sockets-on-logout")
+def _logged_out(sender, request, user, **kwargs):
+    if user is None:
+        return
+    session = getattr(request, "session", None)
+    _send_to_users([user.pk], {"type": "session.revoked", "session_key": getattr(session, "session_key", None)})
+
+
+@receiver(post_save, sender=RoomAccess, dispatch_uid="homedash-access-saved")
+@receiver(post_delete, sender=RoomAccess, dispatch_uid="homedash-access-deleted")
+def _access_changed(sender, instance, **kwargs):
+    users = []
+    if instance.user_id:
+        users.append(instance.user_id)
+    if instance.group_id:
+        users += list(Group.objects.filter(pk=instance.group_id).values_list("user__pk", flat=True))
+    _send_to_users([u for u in users if u is not None], {"type": "access.changed"})
+
+
+def _user_saved(sender, instance, update_fields=None, created=False, **kwargs):
+    # Logging in saves last_login only: that changes nobody's rights.
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return
+    _send_to_users([instance.pk], {"type": "access.changed"})
+
+
+def _groups_changed(sender, instance, action, pk_set=None, reverse=False, **kwargs):
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if reverse:  # group.user_set.add(...): instance is the group
+        users = list(pk_set or []) or list(instance.user_set.values_list("pk", flat=True))
+    else:
+        users = [instance.pk]
+    _send_to_users(users, {"type": "access.changed"})
+
+
+def _connect_user_signals() -> None:
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    post_save.connect(_user_saved, sender=User, dispatch_uid="homedash-user-saved")
+    m2m_changed.connect(_groups_changed, sender=User.groups.through, dispatch_uid="homedash-user-groups")
+
+
+_connect_user_signals()
