@@ -207,10 +207,14 @@ class Fleet:
             if spec.model in RPC_MODELS and rpc_class is None:
                 self.skipped.append(spec)
                 continue
-            rng = random.Random(f"homedash-sim:{self.seed}:{index}:{spec}")
-            device = self._make(spec, index, rng, rpc_class)
-            while device.mac in macs:       # astronomically rare, but MAC is identity
-                device.mac = device.mac[:6] + f"{rng.getrandbits(24):06X}"
+            attempt = 0
+            while True:
+                salt = f":{attempt}" if attempt else ""
+                rng = random.Random(f"homedash-sim:{self.seed}:{index}:{spec}{salt}")
+                device = self._make(spec, index, rng, rpc_class)
+                if device.mac not in macs:      # the MAC is the identity: never twice
+                    break
+                attempt += 1
             macs.add(device.mac)
             self.devices.append(device)
         return self.devices
@@ -255,8 +259,11 @@ class Fleet:
         try:
             for chunk in range(0, len(self.devices), 32):
                 batch = self.devices[chunk : chunk + 32]
-                await asyncio.gather(*(d.start() for d in batch))
-                started += batch
+                results = await asyncio.gather(*(d.start() for d in batch), return_exceptions=True)
+                started += [d for d, r in zip(batch, results) if not isinstance(r, BaseException)]
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             if self.control_port is not None:
                 self.control = ControlApi(self, port=self.control_port)
                 await self.control.start()

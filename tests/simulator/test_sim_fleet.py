@@ -230,3 +230,19 @@ def test_simulate_command_refuses_lan_targets():
             call_command("simulate", "--host", "0.0.0.0")
         with pytest.raises(CommandError, match="unknown model"):
             call_command("simulate", "--mix", "WS2,FRIDGE")
+
+
+async def test_a_device_that_cannot_start_stops_the_others():
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        fleet = Fleet(["WS2", "WSE", "SHSW-PM"], base_port=port)
+        with pytest.raises(OSError):
+            await fleet.start()
+        assert all(d._site is None for d in fleet.devices)
+    finally:
+        taken.close()
