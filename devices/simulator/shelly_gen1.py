@@ -454,9 +454,13 @@ class ShellyGen1(SimDevice):
         """The H&T wakes (button, sensor change, period): answers HTTP and CoAP for
         `seconds` and reports its status to the CoIoT peer right away."""
         self.act_reasons = [reason]
-        await self.power_on()
+        # A new reading: new serial. Coming up sends it to the CoIoT peer (once).
+        self.serial = (self.serial + 1) & 0xFFFF
+        if self.awake:
+            self._send_status()
+        else:
+            await self.power_on()
         self._arm_sleep(seconds)
-        self._changed()
 
     def _arm_sleep(self, seconds: float) -> None:
         if self._sleeper is not None:

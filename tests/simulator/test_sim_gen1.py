@@ -321,3 +321,21 @@ def test_request_decoding_roundtrip(path, token, mid):
 @given(st.binary(max_size=64))
 def test_request_decoding_never_crashes(data):
     coap_decode(data)
+
+
+async def test_ht_reports_once_to_its_peer_on_each_wake():
+    async with udp_inbox() as peer:
+        ht = ShellyGen1("SHHT-1", coiot_peer=f"127.0.0.1:{peer.port}", update_period=30)
+        async with running(ht):
+            await asyncio.sleep(0.1)
+            assert peer.queue.empty()                    # asleep: silent
+            await ht.wake(5, reason="sensor")
+            data, _ = await peer.next()
+            msg = CoapMessage(("127.0.0.1", 1), data)
+            values = {sid: value for _, sid, value in msg.payload["G"]}
+            assert values[9102] == ["sensor"] and values[3101] == ht.temperature_c
+            await asyncio.sleep(0.1)
+            assert peer.queue.empty()                    # once, not twice
+            await ht.wake(5, reason="button")            # woken again while awake
+            data, _ = await peer.next()
+            assert {sid: v for _, sid, v in CoapMessage(("127.0.0.1", 1), data).payload["G"]}[9102] == ["button"]
