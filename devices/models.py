@@ -103,8 +103,17 @@ class Device(models.Model):
         return self.name or f"{self.model_name or self.model_code or self.vendor} {self.mac}"
 
     def clean(self) -> None:
+        from devices.discovery.identify import AddressRefused, check_host
+
         if self.mac:
             self.mac = normalise_mac(self.mac)
+        try:
+            # Only staff edit addresses, and only to something that can be a device on the
+            # LAN: no URLs, credentials or paths; no loopback or cloud-metadata link-local
+            # addresses unless the simulator/demo setting allows them.
+            self.host = check_host(self.host, allow_loopback=settings.ALLOW_LOOPBACK_DEVICES)
+        except AddressRefused as exc:
+            raise ValidationError({"host": str(exc)}) from None
         if not 1 <= (self.port or 0) <= 65535:
             raise ValidationError({"port": "A port is a number from 1 to 65535."})
         if self.poll_interval is not None and not 1 <= self.poll_interval <= 3600:

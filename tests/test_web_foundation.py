@@ -122,7 +122,7 @@ def test_admin_sets_credentials_write_only(staff_client):
     url = reverse("admin:devices_device_change", args=[device.pk])
     form = {
         "name": "Boiler", "vendor": "shelly", "generation": "2", "model_code": "SNSW-001P16EU",
-        "model_name": "Plus 1PM", "mac": "aa:bb:cc:00:00:04", "host": "192.0.2.4", "port": "80",
+        "model_name": "Plus 1PM", "mac": "aa:bb:cc:00:00:04", "host": "10.20.30.4", "port": "80",
         "poll_interval": "5", "found_by": "manual", "auth_required": "on", "password": "Typed-Once-5521",
         "adopted": "on",
         "channels-TOTAL_FORMS": "0", "channels-INITIAL_FORMS": "0", "channels-MIN_NUM_FORMS": "0",
@@ -140,3 +140,23 @@ def test_admin_sets_credentials_write_only(staff_client):
     assert device.credentials.password == "Typed-Once-5521"
     assert b"Typed-Once-5521" not in staff_client.get(url).content
     assert AuditEntry.objects.filter(action="device.credentials", device=device).count() == 1
+
+
+@pytest.mark.parametrize(("host", "allowed"), [
+    ("10.20.30.5", True), ("shelly-kitchen.lan", True), ("http://10.20.30.5/", False),
+    ("admin:pw@10.20.30.5", False), ("10.20.30.5:8080", False), ("169.254.169.254", False),
+    ("127.0.0.1", False), ("localhost", False), ("", False), ("<script>", False),
+])
+def test_admin_refuses_addresses_that_are_not_a_lan_device(staff_client, settings, host, allowed):
+    settings.ALLOW_LOOPBACK_DEVICES = False
+    device = Device.objects.create(mac="AABBCC000005", vendor="shelly", generation=2, host="10.20.30.5")
+    form = {
+        "name": "Pump", "vendor": "shelly", "generation": "2", "mac": "AABBCC000005", "host": host,
+        "port": "80", "poll_interval": "5", "found_by": "manual",
+        "channels-TOTAL_FORMS": "0", "channels-INITIAL_FORMS": "0", "channels-MIN_NUM_FORMS": "0",
+        "channels-MAX_NUM_FORMS": "1000",
+    }
+    response = staff_client.post(reverse("admin:devices_device_change", args=[device.pk]), form)
+    assert (response.status_code == 302) is allowed, host
+    device.refresh_from_db()
+    assert (device.host == host) is allowed or host == "10.20.30.5"
