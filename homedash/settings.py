@@ -105,6 +105,7 @@ AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 # Nothing a household member legitimately posts is big: refuse large bodies early.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
