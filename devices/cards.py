@@ -44,6 +44,27 @@ def device_meta(device: Device) -> DeviceMeta:
     return DeviceMeta(device.pk, str(device), device.room_id, device.vendor, device.model_name)
 
 
+# Inputs wired to a device's own relay or dimmer (the wall switch behind a Shelly) are
+# plumbing, not something to look at every day: the home page leaves them to the device
+# page unless someone gave them a name. Stand-alone inputs (an i4, a button) stay.
+OUTPUT_KINDS = {Channel.Kind.SWITCH, Channel.Kind.COVER, Channel.Kind.LIGHT}
+
+
+KIND_ORDER = {Channel.Kind.SWITCH: 0, Channel.Kind.LIGHT: 0, Channel.Kind.COVER: 0, Channel.Kind.METER: 1,
+              Channel.Kind.SENSOR: 2, Channel.Kind.INPUT: 3, Channel.Kind.UNKNOWN: 4}
+
+
+def in_order(channels) -> list[Channel]:
+    """A device's channels with what it is for first: outputs, meters, sensors, inputs."""
+    return sorted(channels, key=lambda c: (str(c.device).lower(), c.device_id, KIND_ORDER.get(c.kind, 9), c.order, c.pk))
+
+
+def for_home(channels) -> list[Channel]:
+    channels = list(channels)
+    with_outputs = {c.device_id for c in channels if c.kind in OUTPUT_KINDS}
+    return in_order(c for c in channels if not (c.kind == Channel.Kind.INPUT and c.device_id in with_outputs and not c.name))
+
+
 def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dict[str, Any]:
     """The context the channel-card partial is rendered with. `channel` must have its
     device loaded (select_related) — this runs in sync code only."""
@@ -192,7 +213,8 @@ def hex_to_hsv(text: str) -> tuple[float, float, float] | None:
 
 
 # ----------------------------------------------------------------------------- power chart
-CHART_WIDTH, CHART_HEIGHT = 600, 160
+# Drawn in a small coordinate space so the labels stay readable when a phone scales it down.
+CHART_WIDTH, CHART_HEIGHT = 360, 110
 CHART_BUCKET = 300  # seconds per point: 288 points for 24 h
 
 

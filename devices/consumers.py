@@ -156,7 +156,7 @@ class HomeConsumer(LiveConsumer):
         groups = [room_group(pk) for pk in sorted(rooms)]
         if user.is_staff:
             groups.append(room_group(None))  # channels not in any room yet
-        channel_pks = list(access.visible_channels(user).values_list("pk", flat=True))
+        channel_pks = [c.pk for c in cards.for_home(access.visible_channels(user))]
         return groups, channel_pks
 
 

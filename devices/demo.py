@@ -161,11 +161,81 @@ def hook_url(base: str, secret: str) -> str:
     return f"get://{base.split('://', 1)[-1].rstrip('/')}/hooks/mystrom/{secret}"
 
 
+def backfill_history(hours: int = 24, step: int = 300, seed: int = 1) -> int:
+    """Demo only: a made-up day of power readings for every metered channel that has no
+    history yet, so the device page's chart has something to show on a fresh demo. Shaped
+    like a household: a fridge cycles, lamps and the TV are on in the evening, the meter
+    follows all of it."""
+    import math
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from devices.models import Channel, Reading
+
+    now = timezone.now()
+    start = now - timedelta(hours=hours)
+    made = []
+    for channel in Channel.objects.filter(device__adopted=True, kind__in=["switch", "light", "meter"]).select_related("device"):
+        if Reading.objects.filter(channel=channel, metric=Reading.Metric.POWER, ts__lt=now - timedelta(minutes=30)).exists():
+            continue
+        rng = random.Random(f"{seed}:{channel.device.mac}:{channel.key}")
+        last = (channel.last_state or {}).get("power_w")
+        nominal = float(last) if isinstance(last, (int, float)) and last > 5 else rng.uniform(30, 250)
+        evening = rng.uniform(17, 19.5), rng.uniform(21.5, 23.5)
+        morning = rng.uniform(6, 7.5), rng.uniform(7.5, 9)
+        for i in range(int(hours * 3600 // step)):
+            ts = start + timedelta(seconds=i * step)
+            hour = timezone.localtime(ts).hour + timezone.localtime(ts).minute / 60
+            if channel.kind == "meter":
+                value = 180 + 350 * (math.sin((hour - 13) / 24 * 2 * math.pi) + 1) + rng.uniform(0, 250)
+                if evening[0] <= hour <= evening[1]:
+                    value += 900
+            elif channel.device.name == "Fridge":
+                value = nominal if (i % 6) < 2 else 1.2
+            else:
+                on = morning[0] <= hour <= morning[1] or evening[0] <= hour <= evening[1]
+                value = nominal * rng.uniform(0.9, 1.1) if on else 0.0
+            made.append(Reading(channel=channel, metric=Reading.Metric.POWER, ts=ts, value=round(value, 1)))
+    Reading.objects.bulk_create(made, batch_size=2000)
+    return len(made)
+
+
 async def household_life(fleet, stop: asyncio.Event, *, every: float = 90.0, rng: random.Random | None = None) -> None:
     """Now and then somebody presses a button: the demo shows live events without anyone
     touching it. Switches are left alone (nobody likes a fridge that turns itself off)."""
+    from asgiref.sync import sync_to_async
+
     rng = rng or random.Random(7)
     buttons = [d for d in fleet.devices if hasattr(d, "press") and (model_of(d) in ("WBS", "SNSN-0024X"))]
+    # Right after start: the sleepers report once and every button is pressed once, so
+    # their cards are not empty; then a day of history for the charts.
+    try:
+        await asyncio.wait_for(stop.wait(), 3.0)
+        return
+    except asyncio.TimeoutError:
+        pass
+    for sim in fleet.devices:
+        try:
+            if is_sleeper(sim) and hasattr(sim, "wake") and model_of(sim) != "WBS":
+                result = sim.wake()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            if sim in buttons:
+                result = sim.press(0, "single")
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+        except Exception:
+            log.exception("waking demo device %s failed", sim.mac)
+    try:
+        await asyncio.wait_for(stop.wait(), 5.0)
+        return
+    except asyncio.TimeoutError:
+        pass
+    try:
+        await sync_to_async(backfill_history)()
+    except Exception:
+        log.exception("demo history could not be written")
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), every * rng.uniform(0.5, 1.5))

@@ -142,7 +142,7 @@ def home(request):
     user = request.user
     levels = access.room_levels(user)
     rooms = list(access.visible_rooms(user))
-    channels = list(access.visible_channels(user).order_by("device__name", "order", "pk"))
+    channels = cards.for_home(access.visible_channels(user))
     cards.seed_day_baselines([c.pk for c in channels])
     by_room: dict[int | None, list[Channel]] = {}
     for channel in channels:
@@ -206,8 +206,8 @@ class CredentialsForm(forms.Form):
 
 def _device_page_context(request, device: Device) -> dict:
     user = request.user
-    channels = [c for c in device.channels.select_related("device", "room", "device__room").order_by("order", "pk")
-                if access.may_view_channel(user, c)]
+    channels = cards.in_order(c for c in device.channels.select_related("device", "room", "device__room")
+                              if access.may_view_channel(user, c))
     cards.seed_day_baselines([c.pk for c in channels])
     slots = [{"channel": c, "html": cards.render_card(c), "can_control": access.may_control_channel(user, c),
               "form": ChannelSettingsForm(prefix=f"ch{c.pk}", initial={"name": c.name, "room": c.room_id, "visible": c.visible})}
