@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import socket
 import sys
@@ -63,17 +62,6 @@ MAX_HEADER_BYTES = 16 * 1024
 READ_CHUNK = 64 * 1024
 
 
-def _remember_missing_sniffio() -> None:
-    """httpcore runs ``import sniffio`` inside every lock it creates and every request it
-    sends. Without sniffio installed (anyio >= 4 no longer pulls it in) each of those
-    attempts searches all of sys.path again - measured at over a millisecond of CPU per
-    request, more than the rest of the request. A None entry in sys.modules makes that
-    import fail immediately, which is exactly the outcome it had anyway."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
-_remember_missing_sniffio()
 
 
 # ----------------------------------------------------------------------------- transport
