@@ -157,6 +157,9 @@ class DebugLogStream:
         self.open_timeout = open_timeout
         self.max_size = max_size
         self.closed_by: DeviceError | None = None
+        # After open(): True when the device demanded the digest, False when it streamed to
+        # us without asking although we hold a password (fw < 1.0.0 serves anyone).
+        self.authenticated: bool | None = None
         self._ws: ClientConnection | None = None
 
     async def _connect(self, headers: dict[str, str] | None) -> ClientConnection:
@@ -176,6 +179,7 @@ class DebugLogStream:
         try:
             try:
                 self._ws = await self._connect(None)
+                self.authenticated = False
                 return
             except InvalidStatus as exc:
                 if exc.response.status_code == 404:
@@ -196,6 +200,7 @@ class DebugLogStream:
             authorization = digest_authorization(challenge, method="GET", uri=DEBUG_LOG_PATH, password=self.password)
             try:
                 self._ws = await self._connect({"Authorization": authorization})
+                self.authenticated = True
             except InvalidStatus as exc:
                 if exc.response.status_code == 401:
                     raise WrongCredentials("password rejected", host=self.host) from exc
