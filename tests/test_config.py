@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from homedash import config
-from tests.conftest import REPO
+from tests.payloads import REPO
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from conftest import payload_files
+from tests.payloads import payload_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import payload_files
+from tests.payloads import payload_files
 
 from devices.drivers import (
     DeviceError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import load_payload, payload_files
+from tests.payloads import load_payload, payload_files
 from devices.simulator.mystrom import MyStromBulb, MyStromButton, MyStromLedStrip, MyStromPir, MyStromSwitch
 from devices.simulator.shelly_gen1 import ShellyGen1
 from sim_helpers import only_value, plain_session, running, shape_problems

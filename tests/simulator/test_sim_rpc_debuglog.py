@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 import pytest
 
-from conftest import payload_files
+from tests.payloads import payload_files
 from devices.simulator.shelly_rpc import ShellyRpc
 from sim_rpc_helpers import digest_header, parse_challenge, running
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import load_payload, payload_files
+from tests.payloads import load_payload, payload_files
 from devices.simulator.shelly_rpc import ShellyRpc
 from sim_rpc_helpers import json_auth, rpc_socket, running
 
