@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from devices import hooks, views
+from devices import logviews
 
 admin.site.site_header = "homedash administration"
 admin.site.site_title = "homedash"
@@ -36,6 +37,8 @@ urlpatterns = [
     path("channels/<int:pk>/", include(channel_urls)),
     path("inbox/", include(inbox_urls)),
     path("events/", views.events, name="events"),
+    path("devices/<int:pk>/logs/", include(logviews.device_log_urls)),
+    path("logs/", include(logviews.console_urls)),
     path("onboarding/", views.onboarding, name="onboarding"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

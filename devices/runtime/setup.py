@@ -34,4 +34,8 @@ def build_runtime_from_settings() -> Runtime:
     # through post_save, which is how the device manager hears about them.
     for name, service in discovery.services(settings, mdns=settings.MDNS):
         runtime.add_service(name, service)
+    # Shelly debug logs: started and stopped by users, one upstream per device.
+    from devices.debuglogs import install_from_settings
+
+    install_from_settings(runtime)
     return runtime
