@@ -17,7 +17,7 @@ from devices.debuglogs import LogHub
 from devices.logviews import IN_FLIGHT_FRAMES, REFUSED_WORDS
 from devices.models import AuditEntry, Device
 from devices.simulator.shelly_gen1 import ShellyGen1
-from log_helpers import Reader, adopt, cast, open_log, running_hub, shelly, until
+from debuglog_helpers import Reader, adopt, cast, open_log, running_hub, shelly, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PW = "Debug-Pw-4711"
@@ -318,3 +318,33 @@ async def test_gen1_devices_say_what_their_firmware_offers(tmp_path):
         assert not result["ok"] and "Gen2 or newer" in result["error"]
         answer = await client.post(f"/devices/{device.pk}/logs/start", {"source": "websocket"}, headers={"HX-Request": "true"})
         assert b"Gen2 or newer" in answer.content
+
+
+async def test_a_restart_remembers_what_to_put_back(tmp_path):
+    people = await cast()
+    pinned = shelly(password=PW)
+    crashed = shelly()
+    async with online(pinned, crashed):
+        d_pinned = await adopt(pinned, name="Pinned plug", room=people["room"], password=PW)
+        d_crashed = await adopt(crashed, name="Crashed plug", room=people["room"])
+        async with running_hub(tmp_path) as hub:
+            assert (await hub.start(d_pinned.pk, pinned=True))["ok"]
+        # A clean stop keeps a pinned log's settings (it is meant to outlive viewers)...
+        assert ws_enabled(pinned)
+        # ...and a crash leaves whatever was started: here, as if homedash died mid-log.
+        crashed.apply_config("sys", {"debug": {"websocket": {"enable": True}}})
+        state = json.loads((tmp_path / "debuglogs.json").read_text())
+        state[str(d_crashed.pk)] = {"source": "websocket", "pinned": False, "touched": ["websocket"],
+                                    "previous": {"websocket": {"enable": False}, "udp": {"addr": None}}}
+        (tmp_path / "debuglogs.json").write_text(json.dumps(state))
+
+        async with running_hub(tmp_path, grace=0.3) as hub:
+            # Both carry on streaming after the restart...
+            assert await until(lambda: hub.status(d_pinned.pk)["state"] == "streaming")
+            assert any("restarted" in t for t in texts(hub, d_pinned.pk))
+            # ...the unpinned one ends when nobody watches, and its settings go back.
+            assert await until(lambda: not ws_enabled(crashed), timeout=5)
+            assert ws_enabled(pinned) and hub.status(d_pinned.pk)["pinned"]
+            assert (await hub.stop(d_pinned.pk))["ok"]
+            assert not ws_enabled(pinned)
+        assert json.loads((tmp_path / "debuglogs.json").read_text()) == {}
