@@ -65,6 +65,11 @@ def for_home(channels) -> list[Channel]:
     return in_order(c for c in channels if not (c.kind == Channel.Kind.INPUT and c.device_id in with_outputs and not c.name))
 
 
+def display_name(channel: Channel) -> str:
+    """What the household calls a channel: its own name, else its device's."""
+    return channel.name or str(channel.device)
+
+
 def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dict[str, Any]:
     """The context the channel-card partial is rendered with. `channel` must have its
     device loaded (select_related) — this runs in sync code only."""

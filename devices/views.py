@@ -24,6 +24,7 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -228,6 +229,9 @@ def _device_page_context(request, device: Device) -> dict:
         "device_form": DeviceSettingsForm(initial={"name": device.name, "room": device.room_id}) if manage else None,
         "credentials_form": CredentialsForm(vendor=device.vendor, generation=device.generation) if manage else None,
         "online": live.online if live else device.online,
+        # Cards of channels found while the page is open arrive without a slot: they get
+        # controls only if the user may control everything here.
+        "can_control_all": bool(slots) and all(s["can_control"] for s in slots) or manage,
     }
 
 
@@ -480,7 +484,13 @@ async def channel_command(request, pk: int):
 
     def card():
         fresh = Channel.objects.select_related("device", "room", "device__room").get(pk=channel.pk)
-        return cards.render_card(fresh, oob=True, error=error)
+        html = cards.render_card(fresh, oob=True, error=error)
+        if error:
+            # The card may be redrawn by a live update a moment later (the device going
+            # offline, say); the note at the bottom of the screen stays until dismissed.
+            html += render_to_string("devices/partials.html#command-failed",
+                                     {"channel": fresh, "error": error, "name": cards.display_name(fresh)})
+        return html
 
     return HttpResponse(await sync_to_async(card)())
 

@@ -3,9 +3,32 @@
 (function () {
   "use strict";
 
-  /* Live fragments arrive for a whole room or device; a page that does not show one of
-     them (a card moved to another room, a channel found a moment ago) simply skips it,
-     instead of htmx complaining about a missing target. */
+  /* Live fragments replace cards by id. A card the page does not have yet (a channel
+     found, a device adopted while the page is open) is added to its room's or device's
+     card list; one the page does not show at all is skipped, instead of htmx logging a
+     missing target. */
+  var PK = /^(\d+|none)$/;
+
+  function newHome(card) {
+    var device = card.getAttribute("data-device") || "", room = card.getAttribute("data-room") || "";
+    if (!card.classList.contains("card") || !PK.test(device) || !PK.test(room)) { return null; }
+    var box = document.querySelector('[data-cards-for-device="' + device + '"]');
+    if (box) { return box; }
+    box = document.querySelector('[data-cards-for-room="' + room + '"]');
+    if (!box || document.querySelector("[data-cards-for-device]")) { return null; }
+    // The home page leaves inputs wired to a relay or light to the device page; if the
+    // input's card came first, the output's arrival takes it away again.
+    var outputs = '.card[data-device="' + device + '"]:is(.kind-switch, .kind-light, .kind-cover)';
+    if (card.classList.contains("kind-input") && document.querySelector(outputs)) { return null; }
+    if (card.matches(".kind-switch, .kind-light, .kind-cover")) {
+      document.querySelectorAll('.card.arrived.kind-input[data-device="' + device + '"]').forEach(function (old) {
+        old.remove();
+      });
+    }
+    card.classList.add("arrived");
+    return box;
+  }
+
   htmx.defineExtension("live-cards", {
     transformResponse: function (text, xhr) {
       if (xhr) { return text; }  // answers to our own requests are swapped as sent
@@ -13,10 +36,98 @@
       holder.innerHTML = text;
       var kept = [];
       Array.prototype.forEach.call(holder.content.children, function (child) {
-        if (!child.id || document.getElementById(child.id)) { kept.push(child.outerHTML); }
+        if (!child.id || document.getElementById(child.id)) { kept.push(child.outerHTML); return; }
+        var box = newHome(child);
+        if (box) { kept.push('<div hx-swap-oob="beforeend:#' + box.id + '">' + child.outerHTML + "</div>"); }
       });
       return kept.join("");
     }
+  });
+
+  /* A command's answer is the card as the device now is, swapped by id. If a live update
+     replaced the card while the command ran, the button that sent it is gone from the
+     page, and htmx would look for the card inside the detached old one: swap against the
+     document instead. (Controls target the ever-present #toasts, so this event reaches
+     us even then.) */
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var elt = evt.detail.requestConfig && evt.detail.requestConfig.elt;
+    if (elt && !document.body.contains(elt) && evt.detail.xhr && evt.detail.xhr.status === 200) {
+      evt.detail.shouldSwap = false;
+      htmx.swap(document.body, evt.detail.serverResponse, { swapStyle: "none" });
+    }
+  });
+
+  /* Cards with a live power reading are redrawn every few seconds. A redraw must not eat
+     a tap (pressed on the old button, released on the new one), close an open colour
+     picker, or throw the keyboard focus away: hold a card's update while a finger or
+     mouse is down on it or its colour picker is open, and put the focus back after. */
+  var pressedCard = null;
+  var held = {};
+
+  function holding(card) {
+    var active = document.activeElement;
+    return card === pressedCard || !!(active && active.type === "color" && card.contains(active));
+  }
+
+  function flush(id) {
+    var html = held[id];
+    var card = document.getElementById(id);
+    if (!html || !card || holding(card)) { return; }
+    delete held[id];
+    htmx.swap(card, html, { swapStyle: "outerHTML" });
+  }
+
+  function release() {
+    var card = pressedCard;
+    pressedCard = null;
+    // After the click event the tap produces, not before it.
+    if (card) { setTimeout(function () { flush(card.id); }, 0); }
+  }
+
+  document.addEventListener("pointerdown", function (evt) {
+    pressedCard = evt.target.closest ? evt.target.closest(".card") : null;
+  });
+  document.addEventListener("pointerup", release);
+  document.addEventListener("pointercancel", release);
+  document.addEventListener("focusout", function (evt) {
+    var card = evt.target.closest ? evt.target.closest(".card") : null;
+    if (card) { setTimeout(function () { flush(card.id); }, 0); }
+  });
+
+  var refocus = {};
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var card = evt.detail.target;
+    if (!card || !card.classList || !card.classList.contains("card") || !card.id) { return; }
+    if (holding(card)) {
+      var fresh = evt.detail.fragment && evt.detail.fragment.firstElementChild;
+      if (fresh) { held[card.id] = fresh.outerHTML; }
+      evt.detail.shouldSwap = false;
+      return;
+    }
+    var active = document.activeElement;
+    if (active && card.contains(active)) {
+      refocus[card.id] = Array.prototype.indexOf.call(card.querySelectorAll("a, button, input, select"), active);
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    var card = evt.detail.target && document.getElementById(evt.detail.target.id);
+    if (!card || !(card.id in refocus)) { return; }
+    var focusable = card.querySelectorAll("a, button, input, select")[refocus[card.id]];
+    delete refocus[card.id];
+    if (focusable) { focusable.focus({ preventScroll: true }); }
+  });
+
+  /* Notes about failed commands: dismissed by a tap, or by themselves after a while. */
+  function tidyToasts() {
+    document.querySelectorAll("#toasts .toast:not([data-timer])").forEach(function (toast) {
+      toast.setAttribute("data-timer", "1");
+      setTimeout(function () { toast.remove(); }, 15000);
+    });
+  }
+  document.addEventListener("htmx:oobAfterSwap", tidyToasts);
+  document.addEventListener("click", function (evt) {
+    var close = evt.target.closest && evt.target.closest(".toast-close");
+    if (close) { close.parentElement.remove(); }
   });
 
   var socket = null;       // the page's socket wrapper (htmx-ext-ws public interface)
