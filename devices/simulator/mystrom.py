@@ -477,6 +477,22 @@ class MyStromDevice(SimDevice):
         finally:
             sock.close()
 
+    # /api/v1/device[/<MAC>]: bulbs, strips and buttons describe themselves keyed by MAC.
+    def device_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _mine(self, request: web.Request) -> bool:
+        mac = request.match_info.get("mac", "")
+        return mac == "self" or mac.upper() == self.mac
+
+    async def h_devices(self, request: web.Request) -> web.Response:
+        return json_response({self.mac: self.device_state()})
+
+    async def h_device(self, request: web.Request) -> web.Response:
+        if not self._mine(request):
+            return not_found()
+        return json_response({self.mac: self.device_state()})
+
 
 # --------------------------------------------------------------------------- switches
 SWITCH_VARIANTS: dict[str, dict[str, Any]] = {
@@ -491,7 +507,6 @@ SWITCH_VARIANTS: dict[str, dict[str, Any]] = {
 # What a household plugs into a switch: (name, nominal watts).
 LOADS = (("fridge", 85.0), ("floor lamp", 42.0), ("television", 96.0), ("desk", 64.0),
          ("dehumidifier", 180.0), ("aquarium", 28.0), ("kettle", 1850.0), ("heater", 900.0))
-
 
 class MyStromSwitch(MyStromDevice):
     """WiFi Switch, one relay; metering on every variant except the Zero."""
@@ -837,18 +852,6 @@ class MyStromBulb(MyStromDevice):
 
     def is_state_changing(self, request: web.Request) -> bool:
         return request.method == "POST" and request.path.startswith(("/api/v1/device", "/api/v1/effect"))
-
-    def _mine(self, request: web.Request) -> bool:
-        mac = request.match_info.get("mac", "")
-        return mac == "self" or mac.upper() == self.mac
-
-    async def h_devices(self, request: web.Request) -> web.Response:
-        return json_response({self.mac: self.device_state()})
-
-    async def h_device(self, request: web.Request) -> web.Response:
-        if not self._mine(request):
-            return not_found()
-        return json_response({self.mac: self.device_state()})
 
     async def h_device_post(self, request: web.Request) -> web.Response:
         if not self._mine(request):
@@ -1243,18 +1246,6 @@ class MyStromButton(MyStromDevice):
 
     def uses_panel(self, path: str) -> bool:
         return path.startswith(("/api/v1/settings", "/api/v1/protection"))
-
-    def _mine(self, request: web.Request) -> bool:
-        mac = request.match_info.get("mac", "")
-        return mac == "self" or mac.upper() == self.mac
-
-    async def h_devices(self, request: web.Request) -> web.Response:
-        return json_response({self.mac: self.device_state()})
-
-    async def h_device(self, request: web.Request) -> web.Response:
-        if not self._mine(request):
-            return not_found()
-        return json_response({self.mac: self.device_state()})
 
     async def h_device_post(self, request: web.Request) -> web.Response:
         if not self._mine(request):
