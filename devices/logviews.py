@@ -217,6 +217,21 @@ async def device_panel(request, pk: int):
     return await sync_to_async(render)(request, "logs/partials.html#panel", context)
 
 
+@login_required
+@require_GET
+@never_cache
+async def controls(request, pk: int):
+    """The start/stop controls of one device as they are now (polled while a log runs)."""
+    device = await sync_to_async(_log_device)(request, pk)
+    if not live_capable(device):
+        raise Http404("This device has no live debug log.")
+    status = _status_map(await debuglogs.ask({"type": "log.status", "pks": [pk]}), [pk])[pk]
+    html = await sync_to_async(render_to_string)(
+        "logs/partials.html#controls", _controls_context(device, status, next_url=_next_url(request, device)),
+        request=request)
+    return HttpResponse(html)
+
+
 async def _control(request, pk: int, action: str, message: dict, detail: str) -> HttpResponse:
     device = await sync_to_async(_log_device)(request, pk, action=action)
     user = await request.auser()
@@ -335,6 +350,7 @@ async def gen1_file(request, pk: int):
 
 device_log_urls = [
     path("", device_panel, name="device-log-panel"),
+    path("controls", controls, name="device-log-controls"),
     path("start", start_log, name="device-log-start"),
     path("stop", stop_log, name="device-log-stop"),
     path("pin", pin_log, name="device-log-pin"),
