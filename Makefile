@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?=
 PORT   ?=
 
-.PHONY: run test test-fast bench bench-full demo clean chromium
+.PHONY: run test test-fast bench bench-full demo screenshots clean chromium
 
 # A stamp per extra set, so `make run` after `make test` (or the other way round) only
 # installs what is missing; touching pyproject.toml reinstalls.
@@ -43,6 +43,16 @@ test: $(VENV)/.stamp-test chromium
 
 test-fast: $(VENV)/.stamp-test
 	HOMEDASH_DATA_DIR=$(CURDIR)/var/test HOMEDASH_ALLOW_LOOPBACK_DEVICES=true $(PY) -m pytest -m "not browser" -x -q
+
+# A simulated household of about twenty devices on loopback, in its own data directory
+# (never the real one): `make demo`, then log in as demo / demo-household.
+demo: $(VENV)/.stamp-run
+	HOMEDASH_DEMO=true HOMEDASH_DATA_DIR=$(CURDIR)/var/demo HOMEDASH_DISCOVERY=false $(PY) manage.py collectstatic --noinput --verbosity 0
+	HOMEDASH_DEMO=true HOMEDASH_DATA_DIR=$(CURDIR)/var/demo HOMEDASH_DISCOVERY=false $(PY) manage.py demo $(if $(PORT),--port $(PORT))
+
+# The README's pictures, from the demo household (needs the test extras and chromium).
+screenshots: $(VENV)/.stamp-test chromium
+	$(PY) docs/make_screenshots.py
 
 clean:
 	rm -rf var/test .pytest_cache .hypothesis
