@@ -15,6 +15,7 @@ from devices.drivers.coiot import belongs_to, parse_coiot
 from devices.models import Device
 from devices.runtime.setup import build_runtime
 from devices.simulator.shelly_gen1 import ShellyGen1, coap_encode
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,11 +35,6 @@ def test_parses_a_status_message():
     assert belongs_to(message, "A4CF12F3D4E1") and not belongs_to(message, "A4CF12000000")
 
 
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 async def test_coiot_status_triggers_an_immediate_read():

@@ -17,17 +17,11 @@ from devices.runtime.publisher import device_group, room_group
 from devices.runtime.setup import build_runtime
 from devices.simulator.mystrom import MyStromSwitch
 from devices.simulator.shelly_gen1 import ShellyGen1
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def until(predicate, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
 
 
 @pytest.fixture

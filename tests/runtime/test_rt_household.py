@@ -19,18 +19,12 @@ from devices.drivers.mystrom import MyStrom
 from devices.models import Device
 from devices.runtime.setup import build_runtime
 from devices.simulator.fleet import Fleet
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOUSEHOLD = 50
 
 
-async def until(predicate, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
 
 
 def _is_sleeper(sim) -> bool:

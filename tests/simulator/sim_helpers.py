@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from devices.simulator.base import in_private_namespace
+from tests.waiting import until
 
 NO_ENCODING = ("Accept-Encoding",)
 
@@ -39,13 +40,6 @@ def fresh_host() -> str:
     return f"127.{_NET}.{n // 250}.{1 + n % 250}"
 
 
-async def until(predicate, timeout: float = 5.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
 
 
 class FakeClock:
