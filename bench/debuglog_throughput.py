@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 USER, USER_PASSWORD = "bench", "bench-debuglog-pw-1"
 LINE = re.compile(r'<span class="log-dev">([^<]*)</span>.*?<span class="log-text">([^<]*)</span>', re.S)
-DROPPED = re.compile(r'log-dropped[^"]*"><span class="log-dev">([^<]*)</span><span class="log-text">(\d+) lines? dropped')
+DROPPED = re.compile(r'log-dropped[^"]*"><span class="log-dev">([^<]*)</span><span class="log-text">(\d+) lines? dropped \(([^)<]*)\)')
 BENCH = re.compile(r"^bench (\d+) (\d+\.\d+)")
 
 
@@ -103,6 +103,7 @@ async def serve_devices(count: int, rate: float) -> None:
 class Browser:
     shown: Counter = field(default_factory=Counter)       # device name -> bench lines shown
     reported: Counter = field(default_factory=Counter)    # device name -> lines reported dropped
+    reasons: Counter = field(default_factory=Counter)     # why, in the marker's words -> lines
     delays_ms: Counter = field(default_factory=Counter)   # rounded delay -> count
     frames: int = 0
     bytes: int = 0
@@ -133,8 +134,9 @@ async def browse(url: str, cookie: str, origin: str, stop: asyncio.Event, browse
                 if number <= browser.last.get(device, 0):
                     browser.out_of_order += 1
                 browser.last[device] = number
-            for device, count in DROPPED.findall(frame):
+            for device, count, why in DROPPED.findall(frame):
                 browser.reported[device] += int(count)
+                browser.reasons[why] += int(count)
             await ws.send('{"type":"ack"}')   # what logs.js does after every frame
 
 
@@ -277,6 +279,12 @@ def report(args, stats: dict, browsers: list[Browser], samples) -> None:
     print(f"| dropped by the devices themselves (their 200-line buffer) | {device_dropped:,} | |")
     print(f"| shown per browser (mean, min) | {mean(shown):,.0f}, {min(shown):,} | |")
     print(f"| reported as dropped per browser (mean, max) | {mean(reported):,.0f}, {max(reported):,} | |")
+    reasons = Counter()
+    for b in browsers:
+        reasons.update(b.reasons)
+    if reasons:
+        words = ", ".join(f"{why}: {n / len(browsers):,.0f}" for why, n in reasons.most_common())
+        print(f"| why they were dropped (per browser) | {words} | |")
     print(f"| lost without a report (max over browsers) | {max(unreported):,} | 0 |")
     print(f"| out of order / duplicated | {sum(b.out_of_order for b in browsers)} | 0 |")
     print(f"| device-to-browser delay median / p95 / max | {pct(delays, .5):.0f} / {pct(delays, .95):.0f} / "

@@ -46,7 +46,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 
 from devices.drivers.debuglog import LINE_CAP, DebugLogStream, parse_udp_log_datagram
 from devices.drivers.errors import AuthRequired, DeviceError, Throttled, Unsupported, WrongCredentials
@@ -130,6 +130,7 @@ class DeviceLog:
     pk: int
     name: str
     ring: deque
+    html_name: str = ""
     seq: int = 0                      # number of the newest line
     flushed: int = 0                  # newest line already sent to the group
     source: str | None = None         # "websocket" | "udp" while the log runs
@@ -185,8 +186,12 @@ def _audit(pk: int, action: str, result: str, detail: str) -> None:
     AuditEntry.record(action=action, device=Device.objects.filter(pk=pk).first(), result=result, detail=detail)
 
 
+def _clock(moment: datetime) -> str:
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}"
+
+
 def _format_clock(ts: float, tz) -> str:
-    return datetime.fromtimestamp(ts, tz).strftime("%H:%M:%S.%f")[:-3]
+    return _clock(datetime.fromtimestamp(ts, tz))
 
 
 def device_time(ts: float | None, tz) -> tuple[str, str]:
@@ -385,6 +390,7 @@ class LogHub:
             entry = self.logs[pk] = DeviceLog(pk=pk, name=name or f"device {pk}", ring=deque(maxlen=self.ring_size))
         elif name:
             entry.name = name
+        entry.html_name = "" + escape(entry.name)
         return entry
 
     def ingest(self, pk: int, line: LogLine) -> None:
@@ -393,12 +399,15 @@ class LogHub:
         if entry is None:
             return
         entry.seq += 1
-        rx = line.received_at
+        rx = datetime.fromtimestamp(line.received_at, self.tz)
         shown, meaning = device_time(line.ts, self.tz)
         level = line.level if line.level in LEVELS else "x"
-        html = format_html(_LINE, level, colour_of(pk), entry.name,
-                           datetime.fromtimestamp(rx, dt_timezone.utc).isoformat(), _format_clock(rx, self.tz),
-                           meaning, shown, level_word(line.level) or "-", line.text)
+        # Thousands of lines a second: escape() the device's text (and, once per device, its
+        # name) explicitly instead of format_html's escaping of every argument. Everything
+        # else here is a number or a word of ours. A plain str, not a SafeString: the
+        # in-memory channel layer deep-copies every message, and str subclasses copy slowly.
+        html = _LINE.format(level, colour_of(pk), entry.html_name, rx.isoformat(timespec="milliseconds"),
+                            _clock(rx), meaning, shown, level_word(line.level) or "-", escape(line.text))
         entry.ring.append(Entry(entry.seq, line, html))
 
     def note(self, entry: DeviceLog, text: str) -> None:
@@ -407,9 +416,10 @@ class LogHub:
         now = time.time()
         entry.seq += 1
         line = LogLine(device=entry.name, ts=None, level=None, fd=None, text=f"homedash: {text}", received_at=now)
-        html = format_html(_NOTE, colour_of(entry.pk), entry.name, datetime.fromtimestamp(now, dt_timezone.utc).isoformat(),
-                           _format_clock(now, self.tz), line.text)
-        entry.ring.append(Entry(entry.seq, line, html, note=True))
+        moment = datetime.fromtimestamp(now, self.tz)
+        html = format_html(_NOTE, colour_of(entry.pk), entry.name, moment.isoformat(timespec="milliseconds"),
+                           _clock(moment), line.text)
+        entry.ring.append(Entry(entry.seq, line, "" + html, note=True))   # plain str, see ingest()
 
     def lines_after(self, entry: DeviceLog, since: int) -> list[Entry]:
         """Ring entries newer than ``since`` (oldest first), walking from the new end."""
