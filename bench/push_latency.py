@@ -1,0 +1,244 @@
+"""Item 1 — push latency: a simulated Gen2+ device changes state → the card in a real
+browser shows it.
+
+The household is N Shelly Plus 1PM (Gen2, one switch each; homedash follows them over
+their websocket). The simulator process flips every device's switch once per period,
+phases spread evenly (50 devices, 1 s: 50 changes/s), and marks each change with
+``time.time()`` inside ``set_output`` before the device pushes its NotifyStatus. Each page
+(Playwright + Debian Chromium, one browser context per "browser", all in one Chromium
+process) runs a MutationObserver installed before any page script; it notes
+``performance.timeOrigin + performance.now()`` when a card (``article#channel-<pk>``) is
+inserted and whether it shows the switch on. A change's latency is the first card
+insertion with the new state after the mark (see ``match``); all processes share the
+machine's clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.common import (Figure, Section, Server, SimHouse, cpu_seconds, fmt, login, median, percentile,
+                          work_dir)
+
+MODEL = "SNSW-001P16EU"   # Shelly Plus 1PM
+KEY = "switch:0"
+
+OBSERVER = """
+window.__obs = [];
+new MutationObserver((mutations) => {
+  const t = performance.timeOrigin + performance.now();
+  for (const m of mutations) for (const n of m.addedNodes) {
+    if (n.nodeType === 1 && n.tagName === 'ARTICLE' && n.id && n.id.startsWith('channel-')) {
+      window.__obs.push([n.id, t / 1000, n.classList.contains('is-on')]);
+    }
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def match(marks: list[tuple[float, bool]], obs: list[tuple[float, bool]]) -> tuple[list[float], int]:
+    """Latencies (s) of one channel's changes, and how many were never shown.
+
+    marks: (time, new state) in order; obs: (time, state shown) in order. Change i counts
+    as shown by the first observation of its state at or after it — unless the page showed
+    change i+1's state in between (then that observation belongs to a later change and
+    change i was never shown: coalesced or lost)."""
+    times = {s: [t for t, v in obs if v is s] for s in (True, False)}
+    latencies, lost = [], 0
+    for i, (t, state) in enumerate(marks):
+        same = times[state]
+        k = bisect.bisect_left(same, t)
+        if k == len(same):
+            lost += 1
+            continue
+        seen = same[k]
+        if i + 1 < len(marks):
+            t_next, s_next = marks[i + 1]
+            other = times[s_next]
+            j = bisect.bisect_left(other, t_next)
+            if j < len(other) and other[j] < seen:
+                lost += 1
+                continue
+        latencies.append(seen - t)
+    return latencies, lost
+
+
+def match_all(changes: list[list], observations: list[list], ids: dict[tuple[str, str], int]
+              ) -> tuple[list[float], int, int]:
+    """changes: [mac, channel, on, t, source] from the simulator; observations: [dom id, t,
+    on]. Returns (latencies in ms, lost, total changes)."""
+    marks: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for mac, channel, on, t, _source in changes:
+        pk = ids.get((mac, f"switch:{channel}"))
+        if pk is not None:
+            marks[f"channel-{pk}"].append((t, bool(on)))
+    seen: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for dom_id, t, on in observations:
+        seen[dom_id].append((t, bool(on)))
+    latencies, lost, total = [], 0, 0
+    for dom_id, channel_marks in marks.items():
+        channel_marks.sort()
+        obs = sorted(seen.get(dom_id, []))
+        lat, gone = match(channel_marks, obs)
+        latencies += [x * 1000 for x in lat]
+        lost += gone
+        total += len(channel_marks)
+    return latencies, lost, total
+
+
+class Gen2Household:
+    """Simulator process + `serve` with the devices adopted + logged-in cookies."""
+
+    def __init__(self, devices: int, name: str = "gen2") -> None:
+        self.devices = devices
+        self.work = work_dir(name)
+        self.stack = ExitStack()
+
+    def __enter__(self) -> Gen2Household:
+        try:
+            self.sim = self.stack.enter_context(SimHouse([MODEL], self.devices, self.work, poll_interval=5.0))
+            self.server = Server(self.work / "data")
+            self.server.prepare(self.sim.rows)
+            self.stack.enter_context(self.server)
+            self.server.start()
+            self.macs = [r["mac"] for r in self.sim.rows]
+            self.ids = self.server.wait_for_channels({(m, KEY) for m in self.macs})
+            self.wait_online()
+            self.cookies = login(self.server.url)
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def wait_online(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = httpx.get(self.server.url + "/healthz", timeout=5).json()
+            if body.get("devices", {}).get("online", 0) >= self.devices:
+                return
+            time.sleep(0.5)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stack.close()
+
+
+class Browsers:
+    """n logged-in pages on the home page, each in its own browser context (own
+    websocket), in one headless Chromium."""
+
+    def __init__(self, playwright, url: str, cookies: dict[str, str]) -> None:
+        from tests.browser import CHROMIUM_ARGS, chromium_path
+
+        self.url = url
+        self.cookies = cookies
+        self.browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        self.pages: list = []
+        self.contexts: list = []
+        self.errors: list[str] = []
+
+    def open(self, n: int, cards: int) -> None:
+        fresh = []
+        while len(self.pages) < n:
+            context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+            context.add_cookies([{"name": k, "value": v, "url": self.url} for k, v in self.cookies.items()])
+            context.add_init_script(OBSERVER)
+            page = context.new_page()
+            page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+            page.goto(self.url + "/")
+            self.contexts.append(context)
+            self.pages.append(page)
+            fresh.append(page)
+        # Connected: the snapshot on connect re-inserts every card after the page loaded.
+        # (Polled from here: the page's CSP forbids wait_for_function's string eval.)
+        for page in fresh:
+            deadline = time.monotonic() + 30
+            while page.evaluate("window.__obs.length") < 2 * cards:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a page never received its snapshot ({page.evaluate('window.__obs.length')} "
+                                       f"card insertions, wanted {2 * cards})")
+                time.sleep(0.05)
+
+    def close_extra(self, keep: int) -> None:
+        while len(self.pages) > keep:
+            self.pages.pop().close()
+            self.contexts.pop().close()
+
+    def take(self) -> list[list[list]]:
+        """Observations of every page since the last take."""
+        return [page.evaluate("(() => { const o = window.__obs; window.__obs = []; return o; })()")
+                for page in self.pages]
+
+    def close(self) -> None:
+        self.browser.close()
+
+
+def storm_run(house: Gen2Household, browsers: Browsers, seconds: float, period: float) -> dict:
+    browsers.take()
+    pid = house.server.pid
+    cpu0, t0 = cpu_seconds(pid), time.time()
+    house.sim.request(cmd="storm", macs=house.macs, period=period, seconds=seconds)
+    storm = house.sim.request(cmd="wait_storm")
+    time.sleep(1.5)  # let the last changes arrive
+    wall = time.time() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    changes = house.sim.request(cmd="changes", since=t0)["changes"]
+    pages = browsers.take()
+    latencies, lost, total = [], 0, 0
+    for obs in pages:
+        lat, gone, n = match_all(changes, obs, house.ids)
+        latencies += lat
+        lost += gone
+        total += n
+    return {"latencies": latencies, "lost": lost, "total": total, "flips": storm.get("flips", 0),
+            "sim_late_ms": storm.get("late_ms"), "cpu_pct": 100 * cpu / wall, "neg": sum(1 for x in latencies if x < 0)}
+
+
+def run(mode, house: Gen2Household | None = None) -> Section:
+    from playwright.sync_api import sync_playwright
+
+    p = mode.push
+    section = Section("push", "1. Push latency: device change → DOM updated in a real browser", __doc__.split("\n\n", 1)[1])
+    started = time.monotonic()
+    with ExitStack() as stack:
+        if house is None:
+            house = stack.enter_context(Gen2Household(p["devices"]))
+        pw = stack.enter_context(sync_playwright())
+        browsers = Browsers(pw, house.server.url, house.cookies)
+        stack.callback(browsers.close)
+        rows = ["| browsers | run | changes × pages | median ms | p90 ms | p99 ms | max ms | not shown | serve CPU % of one core |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n in p["browsers"]:
+            browsers.open(n, cards=house.devices)
+            medians, p99s, losts, cpus = [], [], [], []
+            for r in range(p["runs"]):
+                res = storm_run(house, browsers, p["seconds"], p["period"])
+                lat = res["latencies"]
+                medians.append(median(lat))
+                p99s.append(percentile(lat, 99))
+                losts.append(res["lost"])
+                cpus.append(res["cpu_pct"])
+                rows.append(f"| {n} | {r + 1} | {res['total']} | {fmt(median(lat))} | {fmt(percentile(lat, 90))} "
+                            f"| {fmt(percentile(lat, 99))} | {fmt(max(lat) if lat else float('nan'))} | {res['lost']} "
+                            f"| {fmt(res['cpu_pct'], 0)} |")
+            changes_per_s = house.devices / p["period"]
+            label = f"{n} browser{'s' if n > 1 else ''}, {house.devices} devices × 1 change/{p['period']:g} s"
+            section.figures += [
+                Figure(f"median, {label}", "ms", medians, "≤ 25 ms", 25.0),
+                Figure(f"p99, {label}", "ms", p99s, "≤ 100 ms", 100.0),
+                Figure(f"changes not shown, {label}", "", losts, "0", 0.0, digits=0,
+                       note=f"{changes_per_s:g} changes/s for {p['seconds']:g} s per run"),
+                Figure(f"serve CPU, {label}", "% of one core", cpus, digits=0),
+            ]
+        if browsers.errors:
+            rows.append("")
+            rows.append(f"Page errors seen: {len(browsers.errors)} (first: `{browsers.errors[0][:160]}`)")
+        section.extra = "Per run (every change × every page is one sample):\n\n" + "\n".join(rows)
+    section.seconds = time.monotonic() - started
+    return section
