@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.utils.html import escape, format_html
 
@@ -59,6 +60,7 @@ ASK_TIMEOUT = 20.0                  # a start waits for Sys.GetConfig + Sys.SetC
 FLUSH_PERIOD = 0.15                 # seconds between batches to browsers (~100-250 ms)
 BATCH_LINES = 250                   # most lines of one device in one batch; older ones are dropped
 BATCH_BYTES = 192 * 1024            # most HTML of one device in one batch
+REPLAY_CHUNK = 250                  # lines per message when a viewer gets the ring
 RING_SIZE = 1000
 GRACE = 120.0                       # seconds a log runs on with nobody watching
 WATCH_REFRESH = 60.0                # viewers say "still here" this often...
@@ -481,11 +483,19 @@ class LogHub:
         if replay and self.layer is not None:
             start = since if isinstance(since, int) and since >= 0 else None
             items = self.lines_after(entry, start if start is not None else 0)
-            await self.layer.send(channel, {
-                "type": "log.batch", "pk": pk, "replay": True, "token": token, "since": start,
-                "first": items[0].seq if items else entry.seq + 1, "until": entry.seq,
-                "lines": [item.html for item in items],
-            })
+            until = entry.seq
+            # In pieces: one message per ring would be megabytes for a large ring.
+            chunks = [items[i:i + REPLAY_CHUNK] for i in range(0, len(items), REPLAY_CHUNK)] or [[]]
+            for n, chunk in enumerate(chunks):
+                message = {"type": "log.batch", "pk": pk, "replay": True, "token": token, "since": start,
+                           "first": chunk[0].seq if chunk else until + 1, "until": until,
+                           "final": n == len(chunks) - 1, "lines": [item.html for item in chunk]}
+                for _ in range(40):
+                    try:
+                        await self.layer.send(channel, message)
+                        break
+                    except ChannelFull:   # the viewer's queue is full: it drains fast, wait a little
+                        await asyncio.sleep(0.05)
 
     def unwatch(self, pk: int, channel: str) -> None:
         entry = self.logs.get(pk)
@@ -729,7 +739,12 @@ class LogHub:
         delay = RECONNECT_FIRST
         lost_at: float | None = None
         last_problem = ""
+        attempt = 0
         while entry.active:
+            if attempt:
+                # The device may have moved or got a new password since the log started.
+                entry.facts = await sync_to_async(_device_facts)(entry.pk) or entry.facts
+            attempt += 1
             facts = entry.facts
             stream = DebugLogStream(facts.host, facts.port, password=facts.password or None, device=entry.name,
                                     line_cap=self.line_cap)

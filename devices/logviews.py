@@ -54,6 +54,7 @@ IN_FLIGHT_FRAMES = 8        # frames sent but not yet acknowledged by the page..
 IN_FLIGHT_BYTES = 1024 * 1024   # ...and their size: what a slow browser may cost us
 COALESCE = 0.02             # seconds to gather the batches of several devices into one frame
 FRAME_LINES = 250           # lines per frame when replaying the ring
+FRAME_BYTES = 256 * 1024    # most HTML in one frame of live lines
 GEN1_FILE_CAP = 512 * 1024  # bytes of a Gen1 debug log file we show
 FIRST_SAFE_FIRMWARE = (1, 0, 0)  # before this, /debug/log needs no password (shelly.md §4.2)
 
@@ -370,6 +371,7 @@ class Watched:
     name: str
     last: int | None = None     # newest line number shown (None: waiting for the replay)
     token: int = 0              # which replay we wait for
+    replay_at: int | None = None   # newest line of the replay so far
     dropped: int = 0            # lines lost since the last marker
     why: str = ""
 
@@ -442,7 +444,7 @@ class LogConsumer(AsyncWebsocketConsumer):
 
     async def _ask_replay(self, w: Watched, since: int | None) -> None:
         w.token += 1
-        w.last = None
+        w.last = w.replay_at = None
         await debuglogs.tell({"type": "log.watch", "pk": w.pk, "channel": self.channel_name, "replay": True,
                               "since": since, "token": w.token})
 
@@ -504,18 +506,24 @@ class LogConsumer(AsyncWebsocketConsumer):
             if event.get("token") != w.token:
                 return
             since, until = event.get("since"), int(event.get("until") or 0)
-            if isinstance(since, int):
-                expected = since + 1
-                missing = (first - expected) if lines else (until - since)
+            if w.replay_at is not None:
+                expected = w.replay_at + 1
+            else:
+                expected = since + 1 if isinstance(since, int) else None
+            if expected is not None:
+                missing = (first - expected) if lines else (until + 1 - expected)
                 if missing > 0:
                     w.dropped += missing
                     w.why = "more than the server keeps came while paused"
-            w.last = until
+            if lines:
+                w.replay_at = first + len(lines) - 1
             if w.dropped and not lines:
                 await self._send_parts(self._marker(w))
             for start in range(0, len(lines), FRAME_LINES):
-                parts = self._marker(w) + lines[start:start + FRAME_LINES]
-                await self._send_parts(parts)  # a replay is bounded by the ring
+                # Not held to the in-flight budget: a replay is bounded by the ring.
+                await self._send_parts(self._marker(w) + lines[start:start + FRAME_LINES])
+            if event.get("final", True):
+                w.last, w.replay_at = until, None
             return
         if w.last is None or self.paused:
             return
@@ -537,22 +545,35 @@ class LogConsumer(AsyncWebsocketConsumer):
         await self.flush()
 
     async def flush(self) -> None:
-        """Send what is waiting as one frame, unless the page is too far behind: then the
-        lines are dropped (and counted), never queued."""
+        """Send what is waiting, in frames of at most FRAME_BYTES, unless the page is too
+        far behind: then the lines are dropped (and counted), never queued."""
         outbox, self.outbox = self.outbox, []
-        if len(self.in_flight) >= IN_FLIGHT_FRAMES or self.in_flight_bytes >= IN_FLIGHT_BYTES:
-            for w, lines in outbox:
+        frame: list[str] = []
+        size = 0
+        for w, lines in outbox:
+            if self._behind():
                 w.dropped += len(lines)
                 w.why = "the browser could not keep up"
-            return
-        parts: list[str] = []
-        for w, lines in outbox:
-            parts += self._marker(w)
-            parts += lines
-        for w in self.watched.values():   # drops with no lines after them yet
-            parts += self._marker(w)
-        if parts:
-            await self._send_parts(parts)
+                continue
+            frame += self._marker(w)
+            for i, html in enumerate(lines):
+                if frame and size + len(html) > FRAME_BYTES:
+                    await self._send_parts(frame)
+                    frame, size = [], 0
+                    if self._behind():
+                        w.dropped += len(lines) - i
+                        w.why = "the browser could not keep up"
+                        break
+                frame.append(html)
+                size += len(html)
+        if not self._behind():
+            for w in self.watched.values():   # drops with no lines after them yet
+                frame += self._marker(w)
+        if frame:
+            await self._send_parts(frame)
+
+    def _behind(self) -> bool:
+        return len(self.in_flight) >= IN_FLIGHT_FRAMES or self.in_flight_bytes >= IN_FLIGHT_BYTES
 
     def _marker(self, w: Watched) -> list[str]:
         if not w.dropped:

@@ -38,7 +38,7 @@ AUTO_ADOPT = config.env_bool("AUTO_ADOPT", False)  # newly found devices skip th
 # per device, longest line shown, seconds a log runs on after its last viewer left.
 DEBUG_LOG_UDP_PORT = config.env_int("DEBUG_LOG_UDP_PORT", 0, minimum=0, maximum=65535)
 DEBUG_LOG_UDP_BIND = config.env_address("DEBUG_LOG_UDP_BIND", "0.0.0.0")
-DEBUG_LOG_LINES = config.env_int("DEBUG_LOG_LINES", 1000, minimum=50, maximum=100000)
+DEBUG_LOG_LINES = config.env_int("DEBUG_LOG_LINES", 1000, minimum=50, maximum=20000)
 DEBUG_LOG_LINE_CAP = config.env_int("DEBUG_LOG_LINE_CAP", 2000, minimum=80, maximum=16000)
 DEBUG_LOG_GRACE = config.env_int("DEBUG_LOG_GRACE", 120, minimum=0, maximum=86400)
 
