@@ -316,7 +316,10 @@ class LogHub:
             task.cancel()
         # Nobody can be watching any more: put back what unpinned logs changed, briefly. A
         # device that does not answer now is restored after the next start (state file).
-        unpinned = [e for e in self.logs.values() if e.touched and not e.pinned]
+        unpinned = [e for e in self.logs.values() if e.active and not e.pinned]
+        for entry in unpinned:
+            entry.source = None   # a clean stop ends them; only pinned logs carry on after a restart
+        unpinned = [e for e in unpinned if e.touched]
         if unpinned:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(self._restore_once(e) for e in unpinned),

@@ -329,7 +329,11 @@ async def test_a_restart_remembers_what_to_put_back(tmp_path):
         d_crashed = await adopt(crashed, name="Crashed plug", room=people["room"])
         async with running_hub(tmp_path) as hub:
             assert (await hub.start(d_pinned.pk, pinned=True))["ok"]
-        # A clean stop keeps a pinned log's settings (it is meant to outlive viewers)...
+            assert (await hub.start(d_crashed.pk))["ok"]
+        # A clean stop ends an unpinned log and puts its settings back, but keeps a pinned
+        # one's (it is meant to outlive viewers)...
+        assert not ws_enabled(crashed)
+        assert list(json.loads((tmp_path / "debuglogs.json").read_text())) == [str(d_pinned.pk)]
         assert ws_enabled(pinned)
         # ...and a crash leaves whatever was started: here, as if homedash died mid-log.
         crashed.apply_config("sys", {"debug": {"websocket": {"enable": True}}})
