@@ -41,7 +41,10 @@ sys.path.insert(0, str(REPO))
 # ----------------------------------------------------------------------------- fleet (child)
 
 
-async def serve_fleet(devices: int, shared_address: bool = False) -> None:
+FIRST_ADDRESS = "127.0.77.1"  # not the simulator's default 127.0.1.1, which the tests use
+
+
+async def serve_fleet(devices: int, shared_address: bool = False, first_address: str = FIRST_ADDRESS) -> None:
     """Child process: start the fleet, print it as one JSON line, run until stdin closes."""
     import logging
 
@@ -51,7 +54,7 @@ async def serve_fleet(devices: int, shared_address: bool = False) -> None:
     half = devices // 2
     specs = ["WS2"] * (devices - half) + ["SHSW-PM"] * half
     own = may_own_addresses() and not shared_address
-    async with Fleet(specs, per_device_addresses=own, seed=7) as fleet:
+    async with Fleet(specs, per_device_addresses=own, seed=7, first_address=first_address) as fleet:
         rows = [
             {"vendor": d.vendor, "model": d.model, "host": d.host, "port": d.port, "mac": d.mac}
             for d in fleet.devices
@@ -127,14 +130,15 @@ async def set_protection(rows: list[dict], enabled: bool) -> None:
         await asyncio.gather(*(MyStrom(client, r["host"], r["port"]).set_protection(enabled) for r in rows))
 
 
-async def run(devices: int, seconds: float, shared_address: bool = False) -> list[Result]:
+async def run(devices: int, seconds: float, shared_address: bool = False,
+              first_address: str = FIRST_ADDRESS) -> list[Result]:
     import aiohttp
     import httpx
 
     from devices.drivers import MyStrom, ShellyGen1, make_client
 
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--devices", str(devices)]
+        [sys.executable, __file__, "--serve", "--devices", str(devices), "--first-address", first_address]
         + (["--shared-address"] if shared_address else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True,
     )
@@ -246,12 +250,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--shared-address", action="store_true",
                         help="all devices on 127.0.0.1 with distinct ports, even as root")
+    parser.add_argument("--first-address", default=FIRST_ADDRESS,
+                        help=f"first per-device loopback address as root (default {FIRST_ADDRESS})")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve_fleet(args.devices, args.shared_address))
+        asyncio.run(serve_fleet(args.devices, args.shared_address, args.first_address))
         return
-    results = asyncio.run(run(args.devices, args.seconds, args.shared_address))
+    results = asyncio.run(run(args.devices, args.seconds, args.shared_address, args.first_address))
     print(f"\nPolling {args.devices} simulated devices ({args.devices - args.devices // 2} myStrom switches, "
           f"{args.devices // 2} Shelly Gen1) for {args.seconds:g} s per client; "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; simulator in a subprocess.\n")

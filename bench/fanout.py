@@ -1,0 +1,147 @@
+"""Item 4 — fan-out: many websocket clients on the home page while many devices change.
+
+The household is N Shelly Plus 1PM (Gen2; one switch card each on the home page, so N
+channels on the page). C light Python websocket clients (aiohttp, all in the harness
+process, logged in as the household's user, ``Origin`` set like a browser) connect to
+``/ws/home/`` and wait for their snapshot. Then the simulator flips every device once per
+second, phases spread evenly (N changes/s), marking each change in the simulator. Each
+client notes ``time.time()`` when a message arrives and which cards it carries in which
+state (a regex over the HTML fragment). Delivery delay = arrival − mark; a change is
+*lost* for a client if that client never got a card with the new state before the
+device's next change had arrived (`bench.push_latency.match`). The publisher coalesces per
+device per 100 ms (several changes of one device inside 100 ms leave as one message with
+the latest state); with one change per device per second, coalescing merges no two flips,
+so the expected loss is 0. CPU of serve, of the simulator and of the harness (the clients)
+is read for the storm window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from bench.common import Figure, Section, cpu_seconds, fmt, median, percentile
+from bench.push_latency import KEY, Gen2Household, match_all
+
+CARD = re.compile(r'<article id="(channel-\d+)" class="([^"]*)"')
+
+
+class Client:
+    def __init__(self) -> None:
+        self.records: list[list] = []
+        self.messages = 0
+        self.snapshot = asyncio.Event()
+        self.closed: str = ""
+
+    async def run(self, session, url: str, headers: dict, cards: int, stop: asyncio.Event) -> None:
+        try:
+            async with session.ws_connect(url, headers=headers, max_msg_size=16 * 1024 * 1024, heartbeat=None) as ws:
+                async for msg in ws:
+                    t = time.time()
+                    if msg.type != 1:  # aiohttp.WSMsgType.TEXT
+                        continue
+                    self.messages += 1
+                    found = CARD.findall(msg.data)
+                    if not self.snapshot.is_set():
+                        if len(found) >= cards:
+                            self.snapshot.set()
+                        continue
+                    for dom_id, classes in found:
+                        self.records.append([dom_id, t, "is-on" in classes.split()])
+                    if stop.is_set():
+                        break
+                self.closed = f"closed: {ws.close_code}"
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            self.closed = f"{type(exc).__name__}: {exc}"
+            self.snapshot.set()
+
+
+async def storm_runs(house: Gen2Household, f: dict) -> list[dict]:
+    import aiohttp
+
+    url = house.server.url.replace("http://", "ws://") + "/ws/home/"
+    headers = {"Origin": house.server.url, "Cookie": "; ".join(f"{k}={v}" for k, v in house.cookies.items())}
+    stop = asyncio.Event()
+    clients = [Client() for _ in range(f["clients"])]
+    results = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = []
+        for i, client in enumerate(clients):
+            tasks.append(asyncio.ensure_future(client.run(session, url, headers, house.devices, stop)))
+            if i % 10 == 9:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.gather(*(c.snapshot.wait() for c in clients)), 120)
+        broken = [c.closed for c in clients if c.closed]
+        if broken:
+            raise RuntimeError(f"{len(broken)} clients failed to connect: {broken[0]}")
+        await asyncio.sleep(1.0)
+        sim = house.sim
+        for _ in range(f["runs"]):
+            for c in clients:
+                c.records = []
+                c.messages = 0
+            s_cpu0, h_cpu0, m_cpu0 = house.server.cpu(), time.process_time(), cpu_seconds(sim.pid)
+            t0 = time.time()
+            await asyncio.to_thread(sim.request, cmd="storm", macs=house.macs, period=1.0, seconds=f["seconds"])
+            storm = await asyncio.to_thread(sim.request, cmd="wait_storm")
+            await asyncio.sleep(2.0)
+            wall = time.time() - t0
+            s_cpu, h_cpu, m_cpu = house.server.cpu() - s_cpu0, time.process_time() - h_cpu0, cpu_seconds(sim.pid) - m_cpu0
+            changes = (await asyncio.to_thread(sim.request, cmd="changes", since=t0))["changes"]
+            latencies, lost, total = [], 0, 0
+            for c in clients:
+                lat, gone, n = match_all(changes, c.records, house.ids)
+                latencies += lat
+                lost += gone
+                total += n
+            results.append({"latencies": latencies, "lost": lost, "total": total, "changes": len(changes),
+                            "messages": sum(c.messages for c in clients), "flips": storm.get("flips", 0),
+                            "serve_cpu": 100 * s_cpu / wall, "client_cpu": 100 * h_cpu / wall,
+                            "sim_cpu": 100 * m_cpu / wall, "wall": wall,
+                            "disconnected": sum(1 for c in clients if c.closed)})
+            await asyncio.sleep(1.0)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+def run(mode, house: Gen2Household | None = None) -> Section:
+    f = mode.fanout
+    section = Section("fanout", "4. Fan-out: websocket clients on the home page while devices change",
+                      __doc__.split("\n\n", 1)[1])
+    started = time.monotonic()
+    own = house is None
+    if own:
+        house = Gen2Household(f["devices"], name="fanout").__enter__()
+    try:
+        results = asyncio.run(storm_runs(house, f))
+    finally:
+        if own:
+            house.__exit__(None, None, None)
+    n, c = house.devices, f["clients"]
+    label = f"{c} clients, {n} channels, {n} changes/s"
+    rows = ["| run | changes | deliveries expected | messages received | median delay ms | p90 | p99 | max "
+            "| lost | serve CPU % | clients (harness) CPU % | simulator CPU % |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(results):
+        lat = r["latencies"]
+        rows.append(f"| {i + 1} | {r['changes']} | {r['total']} | {r['messages']} | {fmt(median(lat))} "
+                    f"| {fmt(percentile(lat, 90))} | {fmt(percentile(lat, 99))} | {fmt(max(lat) if lat else float('nan'))} "
+                    f"| {r['lost']} | {fmt(r['serve_cpu'], 0)} | {fmt(r['client_cpu'], 0)} | {fmt(r['sim_cpu'], 0)} |")
+    section.figures = [
+        Figure(f"median delivery delay, {label}", "ms", [median(r["latencies"]) for r in results], "≤ 100 ms", 100.0),
+        Figure(f"p99 delivery delay, {label}", "ms", [percentile(r["latencies"], 99) for r in results]),
+        Figure("changes lost (summed over clients)", "", [r["lost"] for r in results],
+               "0 beyond coalescing (expected 0 here)", 0.0, digits=0,
+               note="of " + "/".join(str(r["total"]) for r in results) + " deliveries"),
+        Figure("serve CPU during the storm", "% of one core", [r["serve_cpu"] for r in results], digits=0),
+        Figure("client (harness) CPU during the storm", "% of one core", [r["client_cpu"] for r in results], digits=0,
+               note="shares the 2 cores with serve"),
+    ]
+    section.extra = f"Per run ({f['seconds']:g} s of changes each, then 2 s to drain):\n\n" + "\n".join(rows)
+    section.seconds = time.monotonic() - started
+    return section
