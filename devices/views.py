@@ -133,7 +133,6 @@ def _publish_card(channel: Channel, rooms: set) -> None:
 class RoomView:
     pk: int | None
     name: str
-    icon: str
     can_control: bool
     cards: list[str]
 
@@ -149,12 +148,12 @@ def home(request):
     for channel in channels:
         by_room.setdefault(access.channel_room_pk(channel), []).append(channel)
     sections = [
-        RoomView(room.pk, room.name, room.icon, levels.get(room.pk, access.NONE) >= access.CONTROL,
+        RoomView(room.pk, room.name, levels.get(room.pk, access.NONE) >= access.CONTROL,
                  [cards.render_card(c) for c in by_room.get(room.pk, [])])
         for room in rooms
     ]
     if user.is_staff and by_room.get(None):
-        sections.append(RoomView(None, "Not in a room yet", "home", True, [cards.render_card(c) for c in by_room[None]]))
+        sections.append(RoomView(None, "Not in a room yet", True, [cards.render_card(c) for c in by_room[None]]))
     inbox_count = Device.objects.filter(adopted=False, ignored=False).count() if user.is_staff else 0
     return render(request, "devices/home.html", {"sections": sections, "inbox_count": inbox_count})
 

@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="homedash-shots-") as tmp:
         demo = start_demo(Path(tmp) / "data", port)
         try:
-            time.sleep(8)  # a few polls and button presses so the cards are not empty
+            time.sleep(14)  # wake-ups, button presses and the day of history the demo adds
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
                 for scheme in ("light", "dark"):
@@ -76,11 +76,8 @@ def main() -> None:
                         page.wait_for_url(base + "/")
                         page.wait_for_timeout(1500)
                         page.screenshot(path=str(OUT / f"home-{name}-{scheme}.png"), full_page=name == "desktop")
-                        link = page.locator("#room-1 .card h3 a").first
-                        href = link.get_attribute("href")
-                        # The room with the most going on: the living room's dimmer.
-                        target = page.locator(".kind-light h3 a").first.get_attribute("href") or href
-                        page.goto(base + target)
+                        # A device with a bit of everything: the living room's dimmer.
+                        page.goto(base + page.locator(".kind-light h3 a", has_text="Ceiling light").first.get_attribute("href"))
                         page.wait_for_timeout(1000)
                         page.screenshot(path=str(OUT / f"device-{name}-{scheme}.png"), full_page=name == "desktop")
                         context.close()
