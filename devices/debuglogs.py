@@ -61,6 +61,7 @@ FLUSH_PERIOD = 0.15                 # seconds between batches to browsers (~100-
 BATCH_LINES = 250                   # most lines of one device in one batch; older ones are dropped
 BATCH_BYTES = 192 * 1024            # most HTML of one device in one batch
 REPLAY_CHUNK = 250                  # lines per message when a viewer gets the ring
+DUMP_CAP = 16 * 2**20               # characters in one download
 RING_SIZE = 1000
 GRACE = 120.0                       # seconds a log runs on with nobody watching
 WATCH_REFRESH = 60.0                # viewers say "still here" this often...
@@ -289,12 +290,19 @@ class LogHub:
 
         if self._client is None:
             self._client = make_client(max_connections=16, max_keepalive=4)
-        if self.udp_port is not None:
+        if self.udp_port is not None and self._udp_transport is None:
             loop = asyncio.get_running_loop()
-            self._udp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpLogProtocol(self), local_addr=(self.udp_bind, self.udp_port))
-            self.udp_port = self._udp_transport.get_extra_info("sockname")[1]
-            log.info("debug log UDP listener on %s:%s", self.udp_bind, self.udp_port)
+            try:
+                self._udp_transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpLogProtocol(self), local_addr=(self.udp_bind, self.udp_port))
+            except OSError as exc:
+                # Websocket logs still work; the start form then offers no UDP.
+                log.error("debug log UDP listener on %s:%s failed (%s); UDP logs are off",
+                          self.udp_bind, self.udp_port, exc)
+                self.udp_port = None
+            else:
+                self.udp_port = self._udp_transport.get_extra_info("sockname")[1]
+                log.info("debug log UDP listener on %s:%s", self.udp_bind, self.udp_port)
         await self._resume_remembered()
         tasks = [asyncio.ensure_future(self._flush_loop(runtime)), asyncio.ensure_future(self._listen(runtime))]
         self.ready.set()
@@ -565,7 +573,14 @@ class LogHub:
                 rows.append((line.received_at, item.seq,
                              f"{rx} [{entry.name}] {words:<7} {shown or '-'} {line.text}"))
         rows.sort(key=lambda row: (row[0], row[1]))
-        return "".join(row[2] + "\n" for row in rows)
+        kept, size = [], 0
+        for row in reversed(rows):     # the newest lines, within what one download may be
+            size += len(row[2]) + 1
+            if size > DUMP_CAP:
+                kept.append(f"(older lines left out: a download holds at most {DUMP_CAP // 2**20} MiB)")
+                break
+            kept.append(row[2])
+        return "".join(text + "\n" for text in reversed(kept))
 
     # ---------------------------------------------------------------- start, stop, pin
     def _rpc(self, facts: DeviceFacts):
