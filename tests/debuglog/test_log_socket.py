@@ -80,3 +80,28 @@ async def test_pause_keeps_lines_on_the_server_and_resume_reports_what_did_not_f
         assert await until(lambda: hub.status(boiler.pk)["viewers"] == 1)
         await communicator.disconnect()
         assert await until(lambda: hub.status(boiler.pk)["viewers"] == 0)
+
+
+async def test_commands_also_travel_over_the_channel_layer(tmp_path, monkeypatch):
+    """When web and runtime are separate processes, views and sockets reach the hub through
+    the channel layer (HUB_CHANNEL) instead of calling it: same answers."""
+    from devices import debuglogs
+
+    people = await cast()
+    boiler = await device(people)
+    async with running_hub(tmp_path) as hub:
+        monkeypatch.setattr(debuglogs, "local_hub", lambda: None)
+        monkeypatch.setattr(debuglogs, "_layer_reaches_other_processes", lambda layer: True)
+        hub._log(boiler.pk, "Boiler")
+        hub.ingest(boiler.pk, line("over the layer <3"))
+        answer = await debuglogs.ask({"type": "log.status", "pks": [boiler.pk]})
+        assert answer["ok"] and answer["logs"][0]["lines"] == 1
+        assert "over the layer <3" in (await debuglogs.ask({"type": "log.dump", "pks": [boiler.pk]}))["text"]
+        answer = await debuglogs.ask({"type": "log.start", "pk": boiler.pk, "source": "udp"})
+        assert not answer["ok"] and "UDP" in answer["error"]
+        communicator, _ = await open_log([boiler.pk], people["staff"])
+        reader = Reader(communicator)
+        assert await reader.read(lambda r: "over the layer <3" in r.texts())
+        assert await until(lambda: hub.status(boiler.pk)["viewers"] == 1)
+        await communicator.disconnect()
+        assert await until(lambda: hub.status(boiler.pk)["viewers"] == 0)
