@@ -111,12 +111,6 @@ def render_card(channel: Channel, *, oob: bool = False, error: str = "") -> str:
     return render_to_string(CARD_TEMPLATE, card_context(channel, oob=oob, error=error))
 
 
-def render_cards(channels, *, oob: bool = True) -> str:
-    """Many cards as one string of out-of-band fragments (the websocket snapshot)."""
-    seed_day_baselines([c.pk for c in channels if c.kind in ("switch", "meter", "light")])
-    return "".join(render_card(c, oob=oob) for c in channels)
-
-
 async def wait_for_confirmation(device_pk: int, key: str, before: object, timeout: float = CONFIRM_TIMEOUT) -> None:
     """Shelly Gen2+ devices confirm a command by notification, after the command's own
     answer: wait (briefly) until the runtime has applied a new state for the channel, so

@@ -230,7 +230,7 @@ def _device_page_context(request, device: Device) -> dict:
         "online": live.online if live else device.online,
         # Cards of channels found while the page is open arrive without a slot: they get
         # controls only if the user may control everything here.
-        "can_control_all": bool(slots) and all(s["can_control"] for s in slots) or manage,
+        "can_control_all": manage or (bool(slots) and all(s["can_control"] for s in slots)),
     }
 
 

@@ -8,7 +8,6 @@ into docs/screenshots/.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys

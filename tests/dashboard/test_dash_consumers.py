@@ -30,7 +30,7 @@ async def house():
     return await sync_to_async(build_house)(get_user_model())
 
 
-def _session_cookie(user) -> tuple[bytes, str]:
+def _session_cookie(user) -> tuple[bytes, str, str]:
     client = Client()
     client.force_login(user)
     key = client.cookies["sessionid"].value
