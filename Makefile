@@ -40,6 +40,15 @@ chromium:
 test: $(VENV)/.stamp-test chromium
 	rm -rf var/test
 	HOMEDASH_DATA_DIR=$(CURDIR)/var/test HOMEDASH_ALLOW_LOOPBACK_DEVICES=true $(PY) -m pytest
+	$(MAKE) bench
+
+# Benchmarks (bench/run.py): `make bench` is the quick mode (small sizes, no verdicts, ~1 min;
+# `make test` runs it to prove the harness works); `make bench-full` writes docs/benchmarks.md.
+bench: $(VENV)/.stamp-test chromium
+	$(PY) bench/run.py --quick
+
+bench-full: $(VENV)/.stamp-test chromium
+	$(PY) bench/run.py --full
 
 test-fast: $(VENV)/.stamp-test
 	HOMEDASH_DATA_DIR=$(CURDIR)/var/test HOMEDASH_ALLOW_LOOPBACK_DEVICES=true $(PY) -m pytest -m "not browser" -x -q

@@ -86,7 +86,7 @@ async def storm_runs(house: Gen2Household, f: dict) -> list[dict]:
             t0 = time.time()
             await asyncio.to_thread(sim.request, cmd="storm", macs=house.macs, period=1.0, seconds=f["seconds"])
             storm = await asyncio.to_thread(sim.request, cmd="wait_storm")
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(f["drain"])
             wall = time.time() - t0
             s_cpu, h_cpu, m_cpu = house.server.cpu() - s_cpu0, time.process_time() - h_cpu0, cpu_seconds(sim.pid) - m_cpu0
             changes = (await asyncio.to_thread(sim.request, cmd="changes", since=t0))["changes"]
@@ -142,6 +142,6 @@ def run(mode, house: Gen2Household | None = None) -> Section:
         Figure("client (harness) CPU during the storm", "% of one core", [r["client_cpu"] for r in results], digits=0,
                note="shares the 2 cores with serve"),
     ]
-    section.extra = f"Per run ({f['seconds']:g} s of changes each, then 2 s to drain):\n\n" + "\n".join(rows)
+    section.extra = f"Per run ({f['seconds']:g} s of changes each, then {f['drain']:g} s to drain):\n\n" + "\n".join(rows)
     section.seconds = time.monotonic() - started
     return section

@@ -123,7 +123,7 @@ class Gen2Household:
             body = httpx.get(self.server.url + "/healthz", timeout=5).json()
             if body.get("devices", {}).get("online", 0) >= self.devices:
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def __exit__(self, *exc: Any) -> None:
         self.stack.close()
@@ -134,7 +134,8 @@ class Browsers:
     websocket), in one headless Chromium."""
 
     def __init__(self, playwright, url: str, cookies: dict[str, str]) -> None:
-        from tests.browser import CHROMIUM_ARGS, chromium_path
+        from bench.common import chromium_path
+        from tests.browser import CHROMIUM_ARGS
 
         self.url = url
         self.cookies = cookies
@@ -179,13 +180,13 @@ class Browsers:
         self.browser.close()
 
 
-def storm_run(house: Gen2Household, browsers: Browsers, seconds: float, period: float) -> dict:
+def storm_run(house: Gen2Household, browsers: Browsers, seconds: float, period: float, drain: float) -> dict:
     browsers.take()
     pid = house.server.pid
     cpu0, t0 = cpu_seconds(pid), time.time()
     house.sim.request(cmd="storm", macs=house.macs, period=period, seconds=seconds)
     storm = house.sim.request(cmd="wait_storm")
-    time.sleep(1.5)  # let the last changes arrive
+    time.sleep(drain)  # let the last changes arrive
     wall = time.time() - t0
     cpu = cpu_seconds(pid) - cpu0
     changes = house.sim.request(cmd="changes", since=t0)["changes"]
@@ -218,7 +219,7 @@ def run(mode, house: Gen2Household | None = None) -> Section:
             browsers.open(n, cards=house.devices)
             medians, p99s, losts, cpus = [], [], [], []
             for r in range(p["runs"]):
-                res = storm_run(house, browsers, p["seconds"], p["period"])
+                res = storm_run(house, browsers, p["seconds"], p["period"], p["drain"])
                 lat = res["latencies"]
                 medians.append(median(lat))
                 p99s.append(percentile(lat, 99))
