@@ -22,7 +22,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from devices import runtime as runtime_module
-from devices.models import Channel, Device, Reading
+from devices.drivers.types import Event
+from devices.models import Channel, Device, DeviceEvent, Reading
 from devices.runtime.publisher import ChannelMeta, DeviceMeta, state_from_json
 
 CARD_TEMPLATE = "devices/partials.html#channel-card"
@@ -102,6 +103,13 @@ def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dic
             "updated_at": at.timestamp() if at else None,
             "last_event": None,
         }
+    if context.get("last_event") is None and channel.kind == Channel.Kind.INPUT:
+        # The runtime keeps recent presses in memory only; after a restart (or in another
+        # process) the last stored one is still worth showing.
+        stored = DeviceEvent.objects.filter(channel=channel).exclude(kind__in=("online", "offline")).first()
+        if stored is not None:
+            context["last_event"] = Event(device=channel.device.mac, channel=channel.key, kind=stored.kind,
+                                          ts=stored.ts.timestamp())
     context["oob"] = oob
     context["error"] = error
     return context

@@ -89,8 +89,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def send_snapshot(self, channel_pks: list[int]) -> None:
         """Every card this page shows, as it is now: the page may have missed changes
         while the socket was down."""
-        channels = await database_sync_to_async(_channels_for_snapshot)(channel_pks)
-        html = "".join(cards.render_card(c, oob=True) for c in channels)
+        html = await database_sync_to_async(_snapshot)(channel_pks)
         if html:
             await self.send(text_data=html)
 
@@ -142,11 +141,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_ACCESS_CHANGED)
 
 
-def _channels_for_snapshot(pks: list[int]) -> list[Channel]:
+def _snapshot(pks: list[int]) -> str:
+    """Rendered in a thread: a card may look up its last stored event."""
     channels = list(Channel.objects.select_related("device", "room", "device__room").filter(pk__in=pks)
                     .order_by("device_id", "order", "pk"))
     cards.seed_day_baselines([c.pk for c in channels])
-    return channels
+    return "".join(cards.render_card(c, oob=True) for c in channels)
 
 
 class HomeConsumer(LiveConsumer):

@@ -81,6 +81,19 @@ async def test_snapshot_on_connect_holds_exactly_the_visible_cards(house):
     await communicator.disconnect()
 
 
+async def test_snapshot_shows_a_buttons_last_stored_press(house):
+    from devices.models import Channel, Device, DeviceEvent
+
+    button_device = await Device.objects.acreate(mac="AABBCC00000B", vendor="mystrom", host="10.0.0.21",
+                                                 name="Door button", room=house.kitchen, adopted=True)
+    button = await Channel.objects.acreate(device=button_device, key="button", kind="input")
+    await DeviceEvent.objects.acreate(device=button_device, channel=button, kind="long")
+    communicator, _ = await connect("/ws/home/", house.cara)
+    snapshot = await communicator.receive_from(timeout=3)
+    assert f'id="channel-{button.pk}"' in snapshot and "long" in snapshot
+    await communicator.disconnect()
+
+
 async def test_a_reconnect_gets_a_fresh_snapshot(house):
     for _ in range(2):
         communicator, _ = await connect("/ws/home/", house.ben)

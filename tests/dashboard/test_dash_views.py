@@ -90,6 +90,16 @@ def test_device_text_is_escaped_everywhere(as_user, house):
         assert "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
+def test_a_button_shows_its_last_stored_press(as_user, house):
+    alone = Device.objects.create(mac="AABBCC00000A", vendor="mystrom", host="10.0.0.20", name="Door button",
+                                  room=house.kitchen, adopted=True)
+    button = Channel.objects.create(device=alone, key="button", kind="input")
+    DeviceEvent.objects.create(device=alone, channel=button, kind="double")
+    page = as_user(house.ben).get("/").content.decode()
+    card = page[page.index(f'id="channel-{button.pk}"'):]
+    assert "Last press" in card[:3000] and "double" in card[:3000]
+
+
 def test_inputs_wired_to_a_relay_stay_on_the_device_page(as_user, house):
     wired = Channel.objects.create(device=house.plug, key="input:0", kind="input")
     alone = Device.objects.create(mac="AABBCC000009", vendor="shelly", generation=2, host="10.0.0.19",
