@@ -24,8 +24,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop marked as running while it
+    # lives, which would break asyncio tests collected after a session-wide browser.
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
