@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
 from devices.credentials import Credentials
@@ -174,3 +177,72 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# ----------------------------------------------------------------------------- household
+class RoomAccessInline(admin.TabularInline):
+    model = RoomAccess
+    extra = 0
+    fields = ["room", "level"]
+
+
+class GroupRoomAccessInline(RoomAccessInline):
+    fk_name = "group"
+
+
+class UserRoomAccessInline(RoomAccessInline):
+    fk_name = "user"
+
+
+def _audit_access_formset(request, formset, owner: str) -> None:
+    """Record every room level added, changed or removed through an admin inline."""
+    for obj in formset.new_objects:
+        AuditEntry.record(request=request, action="access.change", detail=f"{owner}: added {obj}")
+    for obj, fields in formset.changed_objects:
+        AuditEntry.record(request=request, action="access.change", detail=f"{owner}: changed {obj} ({', '.join(fields)})")
+    for obj in formset.deleted_objects:
+        AuditEntry.record(request=request, action="access.remove", detail=f"{owner}: removed {obj}")
+
+
+_ACCESS_FIELDS = {"is_active", "is_staff", "is_superuser", "groups", "user_permissions", "permissions", "password"}
+
+
+class HouseholdUserAdmin(UserAdmin):
+    """Django's user admin, plus the user's room levels inline; every change of rights is audited."""
+
+    inlines = [*UserAdmin.inlines, UserRoomAccessInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        changed = sorted(set(form.changed_data) & _ACCESS_FIELDS)
+        if not change:
+            AuditEntry.record(request=request, action="member.create", detail=f"user {obj.get_username()} (admin)")
+        elif changed:
+            AuditEntry.record(request=request, action="access.change",
+                              detail=f"user {obj.get_username()}: {', '.join(changed)} (admin)")
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is RoomAccess:
+            _audit_access_formset(request, formset, f"user {form.instance.get_username()}")
+
+
+class HouseholdGroupAdmin(GroupAdmin):
+    inlines = [*GroupAdmin.inlines, GroupRoomAccessInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.changed_data:
+            AuditEntry.record(request=request, action="access.change",
+                              detail=f"group {obj.name}: {', '.join(sorted(form.changed_data))} (admin)")
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is RoomAccess:
+            _audit_access_formset(request, formset, f"group {form.instance.name}")
+
+
+for _model, _admin in ((get_user_model(), HouseholdUserAdmin), (Group, HouseholdGroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -680,13 +680,17 @@ class EventRow:
     detail: str
     who: str = ""
     result: str = ""
+    source: str = ""
 
 
 @login_required
 def events(request):
     user = request.user
+    filters = dict(EVENT_FILTERS)
+    if user.is_staff:
+        filters["audit"] = "Audit trail (all changes)"
     shown = request.GET.get("show", "all")
-    if shown not in EVENT_FILTERS:
+    if shown not in filters:
         shown = "all"
     device_pk = request.GET.get("device", "")
     visible_devices = Device.objects.filter(adopted=True)
@@ -697,8 +701,24 @@ def events(request):
     chosen = int(device_pk) if device_pk.isdigit() and int(device_pk) in allowed_pks else None
     pks = {chosen} if chosen else allowed_pks
 
+    # Staff filter the audit trail by who, what and how it ended.
+    audit = {"user": "", "action": "", "result": ""}
+    audit_users: list[str] = []
+    audit_actions: list[str] = []
+    if user.is_staff:
+        audit_users = list(AuditEntry.objects.exclude(username="").order_by("username")
+                           .values_list("username", flat=True).distinct())
+        audit_actions = list(AuditEntry.objects.order_by("action").values_list("action", flat=True).distinct())
+        for key, choices in (("user", audit_users), ("action", audit_actions),
+                             ("result", [v for v, _ in AuditEntry.Result.choices])):
+            value = request.GET.get(key, "")
+            audit[key] = value if value in choices else ""
+    audit_filtered = any(audit.values())
+    if audit_filtered and shown not in ("commands", "audit"):
+        shown = "audit"
+
     rows: list[EventRow] = []
-    if shown != "commands":
+    if shown not in ("commands", "audit"):
         qs = DeviceEvent.objects.filter(device_id__in=pks).select_related("device", "channel")
         if shown == "presence":
             qs = qs.filter(kind__in=PRESENCE_KINDS)
@@ -712,16 +732,30 @@ def events(request):
         for e in qs.order_by("-ts")[:EVENT_PAGE]:
             what = ("presence" if e.kind in PRESENCE_KINDS else "device" if e.kind in DEVICE_KINDS else "press")
             rows.append(EventRow(e.ts, what, e.kind, e.device, e.channel, e.detail))
-    if shown in ("all", "commands"):
-        qs = AuditEntry.objects.filter(action="channel.command", device_id__in=pks).select_related("device", "channel")
+    if shown in ("all", "commands", "audit"):
+        qs = AuditEntry.objects.select_related("device", "channel")
+        if shown == "audit":  # staff only (see filters): every entry, with or without a device
+            if chosen:
+                qs = qs.filter(device_id=chosen)
+        else:
+            qs = qs.filter(action="channel.command", device_id__in=pks)
         if not user.is_staff:
             qs = qs.filter(channel__in=access.visible_channels(user))
+        if audit["user"]:
+            qs = qs.filter(username=audit["user"])
+        if audit["action"]:
+            qs = qs.filter(action=audit["action"])
+        if audit["result"]:
+            qs = qs.filter(result=audit["result"])
         for a in qs.order_by("-ts")[:EVENT_PAGE]:
-            rows.append(EventRow(a.ts, "command", a.action, a.device, a.channel, a.detail, a.username, a.result))
+            what = "command" if a.action == "channel.command" else "audit"
+            rows.append(EventRow(a.ts, what, a.action, a.device, a.channel, a.detail, a.username, a.result,
+                                 a.source_address or ""))
     rows.sort(key=lambda r: r.ts, reverse=True)
     return render(request, "devices/events.html", {
-        "rows": rows[:EVENT_PAGE], "filters": EVENT_FILTERS, "shown": shown, "devices": devices_list,
-        "chosen": chosen, "limit": EVENT_PAGE,
+        "rows": rows[:EVENT_PAGE], "filters": filters, "shown": shown, "devices": devices_list,
+        "chosen": chosen, "limit": EVENT_PAGE, "audit": audit, "audit_users": audit_users,
+        "audit_actions": audit_actions, "audit_results": AuditEntry.Result.choices,
     })
 
 

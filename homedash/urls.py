@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from devices import hooks, views
-from devices import logviews
+from devices import household, logviews
 
 admin.site.site_header = "homedash administration"
 admin.site.site_title = "homedash"
@@ -39,6 +39,7 @@ urlpatterns = [
     path("events/", views.events, name="events"),
     path("devices/<int:pk>/logs/", include(logviews.device_log_urls)),
     path("logs/", include(logviews.console_urls)),
+    path("household/", include(household.household_urls)),
     path("onboarding/", views.onboarding, name="onboarding"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
