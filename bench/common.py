@@ -217,7 +217,8 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 class Server:
     """`manage.py serve` on a free loopback port, its output in a log file."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, profile: Path | None = None) -> None:
+        self.profile = profile    # run serve under cProfile, stats written here at stop
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -251,8 +252,9 @@ class Server:
 
         log = open(self.log_path, "a")
         started = time.monotonic()
+        prefix = [PY] + (["-m", "cProfile", "-o", str(self.profile)] if self.profile else [])
         self.process = subprocess.Popen(
-            [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            prefix + ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO, env=server_env(self.data_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = started + timeout
@@ -432,6 +434,47 @@ class SimHouse:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def profile_table(path: Path, top: int = 12) -> str:
+    """The functions that took the most time in a cProfile dump, as markdown."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    total = busy_seconds(stats) or 1.0
+    rows = sorted(((k, v) for k, v in stats.stats.items() if not _idle(k)), key=lambda item: item[1][2],
+                  reverse=True)[:top]
+    out = ["| function | own time s | share of busy time | cumulative s |", "|---|---:|---:|---:|"]
+    for (filename, line, name), (_cc, _nc, tt, ct, _callers) in rows:
+        short = filename.split("site-packages/")[-1].replace(str(REPO) + "/", "")
+        out.append(f"| `{short}:{line}({name})` | {tt:.2f} | {100 * tt / total:.0f} % | {ct:.2f} |")
+    return "\n".join(out)
+
+
+def _idle(key: tuple) -> bool:
+    return "epoll" in key[2] or "select" in key[2] and key[0] == "~"
+
+
+def busy_seconds(stats) -> float:
+    """Profiled time minus the time spent waiting in epoll (idle)."""
+    return stats.total_tt - sum(v[2] for k, v in stats.stats.items() if _idle(k))
+
+
+def profile_cumulative(path: Path, wanted: dict[str, str]) -> dict[str, float]:
+    """Cumulative seconds of a few named functions ({label: "file-part:function"})."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    out = {}
+    for label, key in wanted.items():
+        part, _, func = key.rpartition(":")
+        best = 0.0
+        for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
+            if name == func and filename.endswith(part):
+                best = max(best, ct)
+        out[label] = best
+    out["(everything, wall clock of the profiled process)"] = busy_seconds(stats)
+    return out
 
 
 def gzip_size(data: bytes) -> int:

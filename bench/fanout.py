@@ -7,8 +7,9 @@ process, logged in as the household's user, ``Origin`` set like a browser) conne
 second, phases spread evenly (N changes/s), marking each change in the simulator. Each
 client notes ``time.time()`` when a message arrives and which cards it carries in which
 state (a regex over the HTML fragment). Delivery delay = arrival − mark; a change is
-*lost* for a client if that client never got a card with the new state before the
-device's next change had arrived (`bench.push_latency.match`). The publisher coalesces per
+*lost* for a client if the states that client was shown, in order, skip it
+(`bench.push_latency.match`), or if it had not arrived when the run ended (after the drain
+time). The publisher coalesces per
 device per 100 ms (several changes of one device inside 100 ms leave as one message with
 the latest state); with one change per device per second, coalescing merges no two flips,
 so the expected loss is 0. CPU of serve, of the simulator and of the harness (the clients)
@@ -21,7 +22,7 @@ import asyncio
 import re
 import time
 
-from bench.common import Figure, Section, cpu_seconds, fmt, median, percentile
+from bench.common import Figure, Section, cpu_seconds, fmt, login, median, percentile, profile_cumulative, profile_table
 from bench.push_latency import KEY, Gen2Household, match_all
 
 CARD = re.compile(r'<article id="(channel-\d+)" class="([^"]*)"')
@@ -109,6 +110,41 @@ async def storm_runs(house: Gen2Household, f: dict) -> list[dict]:
     return results
 
 
+def profiled_run(house: Gen2Household, f: dict) -> str:
+    """The same storm once more with serve under cProfile (after the measured runs: the
+    profiler slows serve down), to say what dominates."""
+    path = house.work / "serve-fanout.prof"
+    house.server.stop()
+    house.server.profile = path
+    try:
+        house.server.start()
+        house.wait_online()
+        house.cookies = login(house.server.url)
+        seconds = f["profile"]
+        result = asyncio.run(storm_runs(house, {**f, "runs": 1, "seconds": seconds}))[0]
+    finally:
+        house.server.stop()
+        house.server.profile = None
+    parts = profile_cumulative(path, {
+        "rendering the cards (publisher → DeviceManager.render)": "devices/runtime/manager.py:render",
+        "channel layer group_send (copies to every member)": "channels/layers.py:group_send",
+        "consumers forwarding fragments (LiveConsumer.fragment)": "devices/consumers.py:fragment",
+        "daphne writing websocket frames (WebSocketProtocol.serverSend)": "daphne/ws_protocol.py:serverSend",
+        "device websocket sessions (ShellyRpcSession message handling)": "devices/drivers/shelly_rpc.py:_dispatch",
+    })
+    total = parts.pop("(everything, wall clock of the profiled process)")
+    lines = [f"**Where serve's time goes** (a separate run of {seconds:g} s with serve under cProfile, "
+             f"{result['changes']} changes; cProfile slows serve down, so only the shares mean something; "
+             f"busy time = everything but waiting in epoll, here {total:.1f} s, start-up included). "
+             "Cumulative seconds of the main paths (a path's time includes what it calls; coroutine "
+             "time is counted per resumption, so these are indicative):", "",
+             "| path | cumulative s | share of busy time |", "|---|---:|---:|"]
+    for label, value in parts.items():
+        lines.append(f"| {label} | {value:.1f} | {100 * value / total:.0f} % |")
+    lines += ["", "Functions with the most own time:", "", profile_table(path)]
+    return "\n".join(lines)
+
+
 def run(mode, house: Gen2Household | None = None) -> Section:
     f = mode.fanout
     section = Section("fanout", "4. Fan-out: websocket clients on the home page while devices change",
@@ -117,8 +153,11 @@ def run(mode, house: Gen2Household | None = None) -> Section:
     own = house is None
     if own:
         house = Gen2Household(f["devices"], name="fanout").__enter__()
+    profile = ""
     try:
         results = asyncio.run(storm_runs(house, f))
+        if f.get("profile"):
+            profile = profiled_run(house, f)
     finally:
         if own:
             house.__exit__(None, None, None)
@@ -143,5 +182,7 @@ def run(mode, house: Gen2Household | None = None) -> Section:
                note="shares the 2 cores with serve"),
     ]
     section.extra = f"Per run ({f['seconds']:g} s of changes each, then {f['drain']:g} s to drain):\n\n" + "\n".join(rows)
+    if profile:
+        section.extra += "\n\n" + profile
     section.seconds = time.monotonic() - started
     return section

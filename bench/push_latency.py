@@ -9,8 +9,8 @@ phases spread evenly (50 devices, 1 s: 50 changes/s), and marks each change with
 process) runs a MutationObserver installed before any page script; it notes
 ``performance.timeOrigin + performance.now()`` when a card (``article#channel-<pk>``) is
 inserted and whether it shows the switch on. A change's latency is the first card
-insertion with the new state after the mark (see ``match``); all processes share the
-machine's clock.
+insertion with the new state after the mark, matched in order (see ``match``); all
+processes share the machine's clock.
 """
 
 from __future__ import annotations
@@ -44,27 +44,31 @@ new MutationObserver((mutations) => {
 def match(marks: list[tuple[float, bool]], obs: list[tuple[float, bool]]) -> tuple[list[float], int]:
     """Latencies (s) of one channel's changes, and how many were never shown.
 
-    marks: (time, new state) in order; obs: (time, state shown) in order. Change i counts
-    as shown by the first observation of its state at or after it — unless the page showed
-    change i+1's state in between (then that observation belongs to a later change and
-    change i was never shown: coalesced or lost)."""
-    times = {s: [t for t, v in obs if v is s] for s in (True, False)}
+    marks: (time, new state) in time order, alternating states (every change flips the
+    switch); obs: (time, state shown) in arrival order. One page receives its updates in
+    order over one websocket, so the states it showed, reduced to the moments the shown
+    state changed, are the changes in order minus those it never got. Each shown change
+    is matched with the earliest pending change to that state made before it was shown;
+    pending changes skipped over were never shown (coalesced or lost), and so are changes
+    still pending at the end. Re-renders showing the same state are ignored."""
+    if not marks:
+        return [], 0
     latencies, lost = [], 0
-    for i, (t, state) in enumerate(marks):
-        same = times[state]
-        k = bisect.bisect_left(same, t)
-        if k == len(same):
-            lost += 1
+    shown = not marks[0][1]          # the state before the first change
+    i = 0
+    for t_obs, state in obs:
+        if state is shown or i >= len(marks):
             continue
-        seen = same[k]
-        if i + 1 < len(marks):
-            t_next, s_next = marks[i + 1]
-            other = times[s_next]
-            j = bisect.bisect_left(other, t_next)
-            if j < len(other) and other[j] < seen:
-                lost += 1
-                continue
-        latencies.append(seen - t)
+        j = i
+        while j < len(marks) and not (marks[j][1] is state and marks[j][0] <= t_obs):
+            j += 1
+        if j == len(marks):
+            continue                 # a stale re-render from before the first change
+        lost += j - i
+        latencies.append(t_obs - marks[j][0])
+        shown = state
+        i = j + 1
+    lost += len(marks) - i
     return latencies, lost
 
 
@@ -94,7 +98,8 @@ def match_all(changes: list[list], observations: list[list], ids: dict[tuple[str
 class Gen2Household:
     """Simulator process + `serve` with the devices adopted + logged-in cookies."""
 
-    def __init__(self, devices: int, name: str = "gen2") -> None:
+    def __init__(self, devices: int, name: str = "gen2", profile: Path | None = None) -> None:
+        self.profile = profile
         self.devices = devices
         self.work = work_dir(name)
         self.stack = ExitStack()
@@ -102,7 +107,7 @@ class Gen2Household:
     def __enter__(self) -> Gen2Household:
         try:
             self.sim = self.stack.enter_context(SimHouse([MODEL], self.devices, self.work, poll_interval=5.0))
-            self.server = Server(self.work / "data")
+            self.server = Server(self.work / "data", profile=self.profile)
             self.server.prepare(self.sim.rows)
             self.stack.enter_context(self.server)
             self.server.start()

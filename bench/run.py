@@ -66,7 +66,7 @@ FULL = Mode(
     polling=dict(drivers_devices=200, drivers_seconds=4.0, drivers_runs=3,
                  runtime_devices=1000, runtime_interval=5.0, runtime_warmup=12.0, runtime_window=10.0,
                  runtime_windows=7),
-    fanout=dict(devices=200, clients=100, seconds=15.0, runs=3, drain=3.0),
+    fanout=dict(devices=200, clients=100, seconds=15.0, runs=3, drain=3.0, profile=8.0),
     footprint=dict(sizes=[50, 200, 1000], idle_starts=3, settle=20.0, samples=5),
     page=dict(sizes=[22, 236], requests=30),
     debuglog=dict(timeout=1500.0, seconds=300.0),
