@@ -10,9 +10,30 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
+from devices import access
 from devices.credentials import Credentials
 from devices.models import normalise_mac
 from devices.models import AuditEntry, Channel, Device, DeviceEvent, Reading, Room, RoomAccess
+
+
+class StaffManaged:
+    """homedash's own models in the admin: staff manage devices, credentials and rooms, so
+    the access module decides here too (not Django's per-model permissions)."""
+
+    def has_module_permission(self, request):
+        return access.may_manage_devices(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return access.may_manage_devices(request.user)
+
+    def has_add_permission(self, request, *args):
+        return access.may_manage_devices(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return access.may_manage_devices(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return access.may_manage_devices(request.user)
 
 
 class DeviceAdminForm(forms.ModelForm):
@@ -59,7 +80,7 @@ class DeviceAdminForm(forms.ModelForm):
         return device
 
 
-class ChannelInline(admin.TabularInline):
+class ChannelInline(StaffManaged, admin.TabularInline):
     model = Channel
     extra = 0
     fields = ["key", "kind", "name", "room", "order", "visible"]
@@ -67,7 +88,7 @@ class ChannelInline(admin.TabularInline):
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
+class RoomAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["name", "order", "icon", "device_count"]
     list_editable = ["order"]
     search_fields = ["name"]
@@ -78,7 +99,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(StaffManaged, admin.ModelAdmin):
     form = DeviceAdminForm
     list_display = ["__str__", "vendor", "generation", "model_name", "mac", "address", "room", "adopted", "online", "last_seen", "credentials_set"]
     list_filter = ["vendor", "generation", "adopted", "ignored", "online", "found_by", "room"]
@@ -124,7 +145,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["__str__", "device", "key", "kind", "room", "order", "visible"]
     list_filter = ["kind", "visible", "room"]
     search_fields = ["name", "key", "device__name", "device__mac"]
@@ -132,7 +153,7 @@ class ChannelAdmin(admin.ModelAdmin):
 
 
 @admin.register(RoomAccess)
-class RoomAccessAdmin(admin.ModelAdmin):
+class RoomAccessAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["room", "user", "group", "level"]
     list_filter = ["level", "room"]
     search_fields = ["user__username", "group__name", "room__name"]
@@ -147,7 +168,7 @@ class RoomAccessAdmin(admin.ModelAdmin):
 
 
 @admin.register(Reading)
-class ReadingAdmin(admin.ModelAdmin):
+class ReadingAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["ts", "channel", "metric", "value", "resolution"]
     list_filter = ["metric", "resolution"]
     search_fields = ["channel__name", "channel__device__name"]
@@ -156,7 +177,7 @@ class ReadingAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeviceEvent)
-class DeviceEventAdmin(admin.ModelAdmin):
+class DeviceEventAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["ts", "device", "channel", "kind", "detail"]
     list_filter = ["kind"]
     search_fields = ["device__name", "device__mac", "detail"]
@@ -165,7 +186,7 @@ class DeviceEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(StaffManaged, admin.ModelAdmin):
     list_display = ["ts", "username", "action", "device", "channel", "source_address", "result", "detail"]
     list_filter = ["result", "action"]
     search_fields = ["username", "action", "detail", "device__name"]
@@ -178,9 +199,12 @@ class AuditEntryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 # ----------------------------------------------------------------------------- household
-class RoomAccessInline(admin.TabularInline):
+class RoomAccessInline(StaffManaged, admin.TabularInline):
     model = RoomAccess
     extra = 0
     fields = ["room", "level"]
