@@ -250,6 +250,16 @@ class HouseholdUserAdmin(UserAdmin):
         if formset.model is RoomAccess:
             _audit_access_formset(request, formset, f"user {form.instance.get_username()}")
 
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST":
+            user = self.get_object(request, id)
+            ok = response.status_code == 302
+            AuditEntry.record(request=request, action="member.password",
+                              result=AuditEntry.Result.OK if ok else AuditEntry.Result.FAILED,
+                              detail=f"user {user.get_username() if user else id} (admin)")
+        return response
+
 
 class HouseholdGroupAdmin(GroupAdmin):
     inlines = [*GroupAdmin.inlines, GroupRoomAccessInline]

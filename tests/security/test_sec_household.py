@@ -196,3 +196,16 @@ def test_events_page_filters_the_audit_trail_for_staff(shouse):
     # Not for members: no audit filter, no audit trail, the parameters change nothing.
     page = client_for(shouse, "controller").get(reverse("events"), {"action": "access.change", "show": "audit"}).content.decode()
     assert "Garden: none" not in page and 'name="action"' not in page
+
+
+@pytest.mark.django_db
+def test_password_change_in_the_admin_is_audited(shouse):
+    shouse.anna.is_superuser = True
+    shouse.anna.save()
+    client = staff_client(shouse)
+    url = reverse("admin:auth_user_password_change", args=[shouse.dora.pk])
+    response = client.post(url, {"password1": "N3w-passw0rd-dora", "password2": "N3w-passw0rd-dora",
+                                 "usable_password": "true"})
+    assert response.status_code == 302
+    entry = AuditEntry.objects.get(action="member.password")
+    assert entry.result == "ok" and entry.detail == "user dora (admin)" and "N3w" not in entry.detail

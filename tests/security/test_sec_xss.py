@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
@@ -43,6 +44,7 @@ def hostile_house():
     AuditEntry.record(user=house.ben, action="channel.command", device=house.plug, channel=house.plug_ch,
                       detail=HOSTILE, result="failed")
     AuditEntry.record(user=house.anna, action="access.change", detail=HOSTILE)
+    Group.objects.create(name=HOSTILE)
     return house
 
 
@@ -77,6 +79,7 @@ def test_pages_escape_hostile_text(monkeypatch):
     house.anna.save()
     for model in ("device", "channel", "room", "roomaccess", "auditentry", "deviceevent"):
         pages[f"admin {model}"] = (staff, reverse(f"admin:devices_{model}_changelist"))
+    pages["admin groups"] = (staff, reverse("admin:auth_group_changelist"))
     pages["admin device change"] = (staff, reverse("admin:devices_device_change", args=[house.plug.pk]))
     quiet = {"device health", "device log controls"}  # fragments that name nothing
     for where, (client, url) in pages.items():
