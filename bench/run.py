@@ -214,6 +214,11 @@ def report(mode: Mode, sections: list[Section], info: dict, started: datetime, s
     lines += ["", "How to read the tables: *median* is the median over the repeated runs; *spread* is the "
               "range (min–max) over those runs unless it says otherwise; *verdict* compares the median "
               "with the target and says by how much it is missed.", ""]
+    findings = REPO / "bench" / "findings.md"
+    if not mode.quick and findings.exists():
+        # Written by hand after profiling (the runtime is not changed by the benchmark work):
+        # included as it is, so a regenerated report keeps it until someone updates it.
+        lines += [findings.read_text().strip(), ""]
     for section in sections:
         lines.append(section.markdown())
     return "\n".join(lines).rstrip() + "\n"
