@@ -90,6 +90,38 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def descendants_cpu(root: int, needle: str) -> float:
+    """CPU seconds of the live descendants of `root` whose command line contains `needle`
+    (the Chromium processes Playwright started for the harness)."""
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdlines[int(entry)] = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+    total = 0.0
+    for pid, cmd in cmdlines.items():
+        if needle not in cmd:
+            continue
+        p, seen = pid, 0
+        while p > 1 and seen < 64:
+            p = parents.get(p, 0)
+            seen += 1
+            if p == root:
+                try:
+                    total += cpu_seconds(pid)
+                except OSError:
+                    pass
+                break
+    return total
+
+
 # ----------------------------------------------------------------------------- statistics
 def percentile(values: list[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""

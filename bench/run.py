@@ -69,7 +69,7 @@ FULL = Mode(
     fanout=dict(devices=200, clients=100, seconds=15.0, runs=3, drain=3.0, profile=8.0),
     footprint=dict(sizes=[50, 200, 1000], idle_starts=3, settle=20.0, samples=5),
     page=dict(sizes=[22, 236], requests=30),
-    debuglog=dict(timeout=1500.0, seconds=300.0),
+    debuglog=dict(timeout=1500.0, seconds=180.0),
 )
 
 
@@ -232,7 +232,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated items: " + ",".join(ITEMS))
     parser.add_argument("--output", default=None, help="where to write the report")
     parser.add_argument("--debuglog-seconds", type=float, default=None,
-                        help="how long item 7 runs in the full mode (default 300; its target names 600)")
+                        help="how long item 7 runs in the full mode (default 180; its target names 600)")
     args = parser.parse_args()
     mode = FULL if args.full else QUICK
     Figure.show_verdicts = not mode.quick
