@@ -97,6 +97,7 @@ class SimDevice:
         self._site: web.TCPSite | None = None
         self._websockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._sleeper: asyncio.Task | None = None  # battery devices: the pending fall asleep
 
     # ---------------------------------------------------------------- identity
     @property
@@ -209,6 +210,24 @@ class SimDevice:
         if self._site is None:
             self.boot_time = time.monotonic()
             await self.start()
+
+    # Battery devices are reachable only while awake; asleep is the same as unplugged.
+    def _arm_sleep(self, seconds: float) -> None:
+        if self._sleeper is not None:
+            self._sleeper.cancel()
+
+        async def doze() -> None:
+            await asyncio.sleep(seconds)
+            self._sleeper = None
+            await self.power_off()
+
+        self._sleeper = self.spawn(doze())
+
+    async def sleep(self) -> None:
+        if self._sleeper is not None:
+            self._sleeper.cancel()
+            self._sleeper = None
+        await self.power_off()
 
     async def move_to(self, host: str, port: int | None = None) -> None:
         """DHCP gave the device a new address: same MAC, new (host, port)."""

@@ -493,6 +493,26 @@ class MyStromDevice(SimDevice):
             return not_found()
         return json_response({self.mac: self.device_state()})
 
+    # /api/v1/action/...: the action URLs of buttons and motion sensors (raw URL bodies).
+    action_url_max = ACTION_URL_MAX
+    actions: dict[str, str]
+
+    async def h_action(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in self.actions:
+            return not_found()
+        return json_response({"url": self.actions[kind]})
+
+    async def h_action_post(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in self.actions:
+            return not_found()
+        url = (await request.text()).strip()
+        if len(url) > self.action_url_max:
+            return bad_request()
+        self.actions[kind] = url
+        return empty_ok()
+
 
 # --------------------------------------------------------------------------- switches
 SWITCH_VARIANTS: dict[str, dict[str, Any]] = {
@@ -961,6 +981,7 @@ class MyStromPir(MyStromDevice):
     """WiFi Motion Sensor (type 110): sensors to poll and action URLs it really calls."""
 
     type_code = 110
+    action_url_max = PIR_ACTION_URL_MAX
     literal = "WMS"
     firmware = "3.84.12"
     label = "Motion Sensor"
@@ -1093,21 +1114,6 @@ class MyStromPir(MyStromDevice):
     async def h_actions(self, request: web.Request) -> web.Response:
         return json_response({"pir": dict(self.actions)})
 
-    async def h_action(self, request: web.Request) -> web.Response:
-        kind = request.match_info["kind"]
-        if kind not in self.actions:
-            return not_found()
-        return json_response({"url": self.actions[kind]})
-
-    async def h_action_post(self, request: web.Request) -> web.Response:
-        kind = request.match_info["kind"]
-        if kind not in self.actions:
-            return not_found()
-        url = (await request.text()).strip()
-        if len(url) > PIR_ACTION_URL_MAX:
-            return bad_request()
-        self.actions[kind] = url
-        return empty_ok()
 
 
 # --------------------------------------------------------------------------- buttons
@@ -1141,7 +1147,6 @@ class MyStromButton(MyStromDevice):
         self.actions = {name: "" for name in BUTTON_ACTIONS}
         # http:// in a button action is a plain GET
         self.caller = ActionCaller(self, http_means="GET")
-        self._sleeper: asyncio.Task | None = None
         self._first_start = True
 
     def summary(self) -> str:
@@ -1175,22 +1180,6 @@ class MyStromButton(MyStromDevice):
         await self.power_on()
         self._arm_sleep(seconds)
 
-    def _arm_sleep(self, seconds: float) -> None:
-        if self._sleeper is not None:
-            self._sleeper.cancel()
-
-        async def doze() -> None:
-            await asyncio.sleep(seconds)
-            self._sleeper = None
-            await self.power_off()
-
-        self._sleeper = self.spawn(doze())
-
-    async def sleep(self) -> None:
-        if self._sleeper is not None:
-            self._sleeper.cancel()
-            self._sleeper = None
-        await self.power_off()
 
     # ------------------------------------------------------------ presses
     def press(self, channel: int = 0, kind: str = "single", wheel: int = 0) -> asyncio.Task:
@@ -1263,21 +1252,6 @@ class MyStromButton(MyStromDevice):
     async def h_actions(self, request: web.Request) -> web.Response:
         return json_response(dict(self.actions))
 
-    async def h_action(self, request: web.Request) -> web.Response:
-        kind = request.match_info["kind"]
-        if kind not in self.actions:
-            return not_found()
-        return json_response({"url": self.actions[kind]})
-
-    async def h_action_post(self, request: web.Request) -> web.Response:
-        kind = request.match_info["kind"]
-        if kind not in self.actions:
-            return not_found()
-        url = (await request.text()).strip()
-        if len(url) > ACTION_URL_MAX:
-            return bad_request()
-        self.actions[kind] = url
-        return empty_ok()
 
     async def h_keep(self, request: web.Request) -> web.Response:
         self._arm_sleep(KEEP_AWAKE)

@@ -303,7 +303,6 @@ class ShellyGen1(SimDevice):
         self.coap_sent: list[tuple[int, dict[str, Any]]] = []  # (code, payload), bounded below
         self._coap: _CoapEndpoint | None = None
         self._coiot_task: asyncio.Task | None = None
-        self._sleeper: asyncio.Task | None = None
         self._first_start = True
         self._mid = self.rng.randrange(0x10000)
         # Sleeping sensor state
@@ -462,22 +461,6 @@ class ShellyGen1(SimDevice):
             await self.power_on()
         self._arm_sleep(seconds)
 
-    def _arm_sleep(self, seconds: float) -> None:
-        if self._sleeper is not None:
-            self._sleeper.cancel()
-
-        async def doze() -> None:
-            await asyncio.sleep(seconds)
-            self._sleeper = None
-            await self.power_off()
-
-        self._sleeper = self.spawn(doze())
-
-    async def sleep(self) -> None:
-        if self._sleeper is not None:
-            self._sleeper.cancel()
-            self._sleeper = None
-        await self.power_off()
 
     async def _wake_periodically(self) -> None:
         assert self.wake_every
