@@ -899,7 +899,9 @@ def local_hub() -> LogHub | None:
 
 
 def _layer_reaches_other_processes(layer) -> bool:
-    return layer is not None and not layer.__class__.__name__.startswith("InMemory")
+    from homedash.layers import reaches_other_processes
+
+    return reaches_other_processes(layer)
 
 
 async def ask(message: dict, timeout: float = ASK_TIMEOUT) -> dict:

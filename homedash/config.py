@@ -203,7 +203,7 @@ def channel_layer() -> dict:
     value = _raw("CHANNEL_LAYER") or "memory"
     if value == "memory":
         return {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "homedash.layers.HouseholdChannelLayer",
             # Consumers re-join their groups periodically, and the expiry is raised too:
             # sockets stay open for days on a wall-mounted tablet.
             "CONFIG": {"capacity": 500, "group_expiry": 7 * 86400},

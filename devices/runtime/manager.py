@@ -347,7 +347,9 @@ def device_changed_from_sync_code(pk: int) -> None:
         return
     if rt is None:
         layer = get_channel_layer()
-        if layer is not None and not layer.__class__.__name__.startswith("InMemory"):
+        from homedash.layers import reaches_other_processes
+
+        if reaches_other_processes(layer):
             # Only a shared layer reaches a runtime in another process; the in-memory one
             # would just queue a message nobody reads.
             async_to_sync(layer.send)(RUNTIME_CHANNEL, {"type": "device.changed", "pk": pk})

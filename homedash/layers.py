@@ -1,0 +1,97 @@
+"""The embedded default's channel layer: Channels' in-memory layer without its per-message
+overheads, which dominated a fan-out to many open pages (docs/benchmarks.md, item 4).
+
+Channels' `InMemoryChannelLayer.group_send` starts one task per member, deep-copies the
+message once per member, builds a new `asyncio.Queue` on every send (the `setdefault`
+default is evaluated each time) and scans every channel and group for expiry on every call.
+Here a group message is copied once and the same copy is queued for every member (our
+consumers only read events), queues are created only when missing, expiry is swept at most
+once a second, and a member whose queue is full is counted and logged instead of being
+skipped in silence. Semantics are otherwise the same, including capacity and expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from copy import deepcopy
+
+from channels.layers import InMemoryChannelLayer
+
+log = logging.getLogger(__name__)
+
+CLEAN_INTERVAL = 1.0  # seconds between expiry sweeps
+
+
+class HouseholdChannelLayer(InMemoryChannelLayer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._cleaned_at = 0.0
+        self.dropped = 0
+        self._dropped_logged_at = 0.0
+
+    def _clean_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._cleaned_at >= CLEAN_INTERVAL:
+            self._cleaned_at = now
+            self._clean_expired()
+
+    def _queue(self, channel: str) -> asyncio.Queue:
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return queue
+
+    async def send(self, channel, message):
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        from channels.exceptions import ChannelFull
+
+        try:
+            self._queue(channel).put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    async def receive(self, channel):
+        self.require_valid_channel_name(channel)
+        self._clean_now_and_then()
+        queue = self._queue(channel)
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty():
+                self.channels.pop(channel, None)
+        return message
+
+    async def group_send(self, group, message):
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_now_and_then()
+        members = self.groups.get(group)
+        if not members:
+            return
+        shared = deepcopy(message)  # one copy for everyone, not one per member
+        expires = time.time() + self.expiry
+        full = 0
+        for channel in list(members):
+            try:
+                self._queue(channel).put_nowait((expires, shared))
+            except asyncio.QueueFull:
+                full += 1
+        if full:
+            self.dropped += full
+            now = time.monotonic()
+            if now - self._dropped_logged_at >= 10:
+                self._dropped_logged_at = now
+                log.warning("%d message(s) to group %s dropped: a page is not keeping up (%d so far)",
+                            full, group, self.dropped)
+
+
+def reaches_other_processes(layer) -> bool:
+    """Whether a message sent on this layer can reach a runtime in another process (Redis
+    does; any in-memory layer, ours included, stays inside this one)."""
+    from channels.layers import InMemoryChannelLayer
+
+    return layer is not None and not isinstance(layer, InMemoryChannelLayer)

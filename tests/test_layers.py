@@ -1,0 +1,53 @@
+"""The embedded channel layer: same behaviour as Channels' in-memory layer, one shared
+copy per group message, full queues counted rather than silently skipped."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.exceptions import ChannelFull
+
+from homedash.layers import HouseholdChannelLayer
+
+
+async def test_group_messages_reach_every_member_once():
+    layer = HouseholdChannelLayer(capacity=10)
+    a, b, c = [await layer.new_channel() for _ in range(3)]
+    for channel in (a, b):
+        await layer.group_add("room.1", channel)
+    await layer.group_add("room.2", c)
+    message = {"type": "fragment", "html": "<div id='channel-1'>On</div>"}
+    await layer.group_send("room.1", message)
+    message["html"] = "changed after sending"  # the sender's dict is not what was queued
+    got_a, got_b = await layer.receive(a), await layer.receive(b)
+    assert got_a["html"] == got_b["html"] == "<div id='channel-1'>On</div>"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(c), 0.05)
+
+
+async def test_full_queues_are_counted_and_others_still_served():
+    layer = HouseholdChannelLayer(capacity=2)
+    slow, fast = await layer.new_channel(), await layer.new_channel()
+    for channel in (slow, fast):
+        await layer.group_add("room.1", channel)
+    for n in range(3):
+        await layer.group_send("room.1", {"type": "fragment", "html": str(n)})
+        await layer.receive(fast)
+    assert layer.dropped == 1
+    assert [(await layer.receive(slow))["html"] for _ in range(2)] == ["0", "1"]
+    with pytest.raises(ChannelFull):
+        await layer.send(slow, {"type": "x"})
+        await layer.send(slow, {"type": "x"})
+        await layer.send(slow, {"type": "x"})
+
+
+async def test_expired_messages_drop_their_channel_from_groups():
+    layer = HouseholdChannelLayer(expiry=0, capacity=5)
+    channel = await layer.new_channel()
+    await layer.group_add("room.1", channel)
+    await layer.group_send("room.1", {"type": "fragment", "html": "x"})
+    await asyncio.sleep(0.01)
+    layer._cleaned_at = 0.0  # sweep now
+    layer._clean_now_and_then()
+    assert channel not in layer.groups.get("room.1", {})
