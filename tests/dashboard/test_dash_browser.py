@@ -175,6 +175,43 @@ def test_control_live_updates_errors_and_restart(household, chromium):
     assert [e for e in errors if "WebSocket connection to" not in e and e != "console error: [object Event]"] == []
 
 
+def test_live_updates_change_cards_in_place_keeping_focus_and_sliders_honest(household, chromium):
+    """A live update edits the card on the page rather than replacing it: the element the
+    keyboard is on keeps the focus, and a slider the user already moved still follows
+    the device (a moved range input no longer follows its value attribute)."""
+    server, fleet = household
+    errors: list[str] = []
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = watch(context.new_page(), errors)
+    log_in(page, server.url)
+    fridge_sim, fridge = fleet.by_model("SNSW-001P16EU"), card(page, "Fridge")
+    fridge.locator(".presence.online").wait_for(timeout=15_000)
+    fridge_id = fridge.get_attribute("id")
+    page.evaluate("(id) => { window.__fridge = document.getElementById(id); }", fridge_id)
+    fridge.locator("button.power-toggle").focus()
+    before = fridge_sim.switches[0].output
+    fleet.call(lambda: fridge_sim.set_output(0, not before, source="button"))
+    shown = "true" if not before else "false"
+    page.wait_for_selector(f"#{fridge_id} button.power-toggle[aria-pressed='{shown}']", timeout=10_000)
+    assert page.evaluate("(id) => window.__fridge === document.getElementById(id)", fridge_id)
+    assert page.evaluate("() => document.activeElement.classList.contains('power-toggle')")
+    assert page.evaluate("(id) => document.getElementById(id).contains(document.activeElement)", fridge_id)
+
+    blinds_sim, blinds = fleet.by_model("SNSW-102P16EU"), card(page, "Blinds", "cover")
+    blinds.locator(".presence.online").wait_for(timeout=15_000)
+    slider = blinds.locator("input[type=range]")
+    # The user drags the slider but lets go somewhere else (no command): the value is
+    # now "dirty"; then the cover moves at the wall switch.
+    slider.evaluate("(el) => { el.value = '3'; }")
+    target = 77 if int(slider.get_attribute("value")) != 77 else 23
+    blinds_sim.cover_travel_time = 1.0
+    fleet.call(lambda: blinds_sim.move_cover(0, target, source="button", positioning=True))
+    assert wait_until(lambda: slider.evaluate("(el) => el.value") == str(target), timeout=15)
+    assert blinds.locator("output").inner_text().strip() == f"{target} %"
+    context.close()
+    assert errors == []
+
+
 def test_phone_layout_and_pages_without_console_errors(household, chromium):
     server, fleet = household
     errors: list[str] = []

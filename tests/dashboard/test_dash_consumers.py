@@ -170,6 +170,40 @@ async def test_handlers_forward_the_text_as_it_is(house):
     await communicator.disconnect()
 
 
+async def test_a_stream_of_changes_leaves_as_few_messages_in_order(house, monkeypatch):
+    """The first card after a quiet spell leaves at once; cards that follow within a
+    frame are gathered into one message, in the order they came."""
+    monkeypatch.setattr(consumers, "FRAME", 0.3)
+    communicator, _ = await connect("/ws/home/", house.ben)
+    await communicator.receive_from(timeout=3)          # the snapshot
+    await asyncio.sleep(0.35)                           # quiet for longer than a frame
+    layer, group = get_channel_layer(), f"room.{house.kitchen.pk}"
+    await layer.group_send(group, {"type": "fragment", "html": "<p>first</p>"})
+    assert await communicator.receive_from(timeout=0.2) == "<p>first</p>"
+    for n in range(5):
+        await layer.group_send(group, {"type": "fragment", "html": f"<p>{n}</p>"})
+    assert await communicator.receive_from(timeout=2) == "".join(f"<p>{n}</p>" for n in range(5))
+    assert await communicator.receive_nothing(timeout=0.4)
+    await communicator.disconnect()
+
+
+async def test_a_page_that_falls_too_far_behind_gets_a_snapshot_not_a_backlog(house, monkeypatch):
+    monkeypatch.setattr(consumers, "FRAME", 0.3)
+    monkeypatch.setattr(consumers, "OUTBOX_LIMIT", 1000)
+    communicator, _ = await connect("/ws/home/", house.ben)
+    snapshot = await communicator.receive_from(timeout=3)
+    await asyncio.sleep(0.35)
+    layer, group = get_channel_layer(), f"room.{house.kitchen.pk}"
+    await layer.group_send(group, {"type": "fragment", "html": "<p>sent at once</p>"})
+    assert await communicator.receive_from(timeout=0.2) == "<p>sent at once</p>"
+    for n in range(4):                                  # 4 × 400 bytes > the limit
+        await layer.group_send(group, {"type": "fragment", "html": f"<p>{n}{'x' * 393}</p>"})
+    # What arrives instead is everything the page shows, as it is now.
+    assert await communicator.receive_from(timeout=3) == snapshot
+    assert await communicator.receive_nothing(timeout=0.4)
+    await communicator.disconnect()
+
+
 async def test_logout_closes_that_sessions_sockets_only(house):
     laptop, _ = await connect("/ws/home/", house.ben)
     phone, _ = await connect("/ws/home/", house.ben)
