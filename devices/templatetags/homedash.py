@@ -53,6 +53,16 @@ def channel_label(key: str) -> str:
 
 
 @register.filter
+def card_title(channel, device) -> str:
+    """What a card is headed with: the channel's own name, else its device's (a channel
+    without a name carries its key as name, see ChannelMeta)."""
+    name = getattr(channel, "name", "")
+    if name and name != getattr(channel, "key", None):
+        return name
+    return getattr(device, "name", "") or ""
+
+
+@register.filter
 def energy_today(state, channel_pk) -> float | None:
     energy = getattr(state, "energy_wh", None)
     try:
