@@ -3,9 +3,15 @@ from django.db.models.signals import post_delete, post_save
 
 
 def _device_saved(sender, instance, **kwargs):
+    from devices.cards import forget_cards
     from devices.runtime.manager import device_changed_from_sync_code
 
-    device_pk = instance.pk if sender.__name__ == "Device" else instance.device_id
+    if sender.__name__ == "Device":
+        device_pk = instance.pk
+        forget_cards(device_pk=device_pk)
+    else:
+        device_pk = instance.device_id
+        forget_cards(channel_pk=instance.pk)
     device_changed_from_sync_code(device_pk)
 
 

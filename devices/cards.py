@@ -6,6 +6,11 @@ snapshot a socket gets when it (re)connects — comes through here, from the sam
 and, when the runtime runs in this process, from the same context builder, so a card looks
 the same whichever path drew it. Without an in-process runtime (scaled mode, or before it
 started) the last-known state the runtime wrote to the database is shown, marked as such.
+
+A card is a pure function of its context (plus the local date and the day's energy
+baseline), so the last HTML of every channel is kept with what it was drawn from
+(`card_html`): the publisher's render after a change is what the next page, snapshot or
+command answer reuses, and only a card whose inputs differ is drawn again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Min
+from django.db.models import Min, OuterRef, Subquery
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -60,6 +65,10 @@ def in_order(channels) -> list[Channel]:
     return sorted(channels, key=lambda c: (str(c.device).lower(), c.device_id, KIND_ORDER.get(c.kind, 9), c.order, c.pk))
 
 
+# Device columns no card shows (big JSON, encrypted secrets): pages defer them.
+NOT_ON_CARDS = ("device__raw_info", "device__raw_status", "device__credentials")
+
+
 def for_home(channels) -> list[Channel]:
     channels = list(channels)
     with_outputs = {c.device_id for c in channels if c.kind in OUTPUT_KINDS}
@@ -71,9 +80,11 @@ def display_name(channel: Channel) -> str:
     return channel.name or str(channel.device)
 
 
-def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dict[str, Any]:
+def card_context(channel: Channel, *, oob: bool = False, error: str = "", stored_event: bool = True) -> dict[str, Any]:
     """The context the channel-card partial is rendered with. `channel` must have its
-    device loaded (select_related) — this runs in sync code only."""
+    device loaded (select_related) — this runs in sync code only. `stored_event=False`
+    leaves an input's last stored press to the caller (render_cards looks them all up in
+    one query)."""
     meta = channel_meta(channel)
     m = manager()
     if m is not None and m.store.get(channel.device_id) is not None:
@@ -103,10 +114,10 @@ def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dic
             "updated_at": at.timestamp() if at else None,
             "last_event": None,
         }
-    if context.get("last_event") is None and channel.kind == Channel.Kind.INPUT:
+    if stored_event and context.get("last_event") is None and channel.kind == Channel.Kind.INPUT:
         # The runtime keeps recent presses in memory only; after a restart (or in another
         # process) the last stored one is still worth showing.
-        stored = DeviceEvent.objects.filter(channel=channel).exclude(kind__in=("online", "offline")).first()
+        stored = DeviceEvent.objects.filter(channel=channel).exclude(kind__in=NOT_PRESSES).first()
         if stored is not None:
             context["last_event"] = Event(device=channel.device.mac, channel=channel.key, kind=stored.kind,
                                           ts=stored.ts.timestamp())
@@ -115,8 +126,110 @@ def card_context(channel: Channel, *, oob: bool = False, error: str = "") -> dic
     return context
 
 
+NOT_PRESSES = ("online", "offline")
+
+
 def render_card(channel: Channel, *, oob: bool = False, error: str = "") -> str:
-    return render_to_string(CARD_TEMPLATE, card_context(channel, oob=oob, error=error))
+    return card_html(card_context(channel, oob=oob, error=error))
+
+
+def render_cards(channels, *, oob: bool = False) -> list[str]:
+    """The cards of many channels (a page, a socket's snapshot): the last stored presses
+    of inputs the runtime has none of in memory come from one query, not one per card,
+    and cards whose inputs did not change since they were last drawn are reused."""
+    channels = list(channels)
+    contexts = [card_context(c, oob=oob, stored_event=False) for c in channels]
+    wanted = {c.pk: (c, ctx) for c, ctx in zip(channels, contexts)
+              if c.kind == Channel.Kind.INPUT and ctx.get("last_event") is None}
+    if wanted:
+        # The newest press per channel, ordered as DeviceEvent's own ordering (-ts) would
+        # give it to .first() — one correlated subquery, not one query per card.
+        presses = DeviceEvent.objects.filter(channel=OuterRef("pk")).exclude(kind__in=NOT_PRESSES).order_by("-ts")
+        rows = (Channel.objects.filter(pk__in=wanted)
+                .annotate(press_kind=Subquery(presses.values("kind")[:1]), press_ts=Subquery(presses.values("ts")[:1]))
+                .filter(press_ts__isnull=False).values_list("pk", "press_kind", "press_ts"))
+        for pk, kind, ts in rows:
+            channel, context = wanted[pk]
+            context["last_event"] = Event(device=channel.device.mac, channel=channel.key, kind=kind, ts=ts.timestamp())
+    today, zone = timezone.localdate(), timezone.get_current_timezone_name()
+    return [card_html(context, today=today, zone=zone) for context in contexts]
+
+
+# ----------------------------------------------------------------------------- card cache
+# One entry per channel: (what the card was drawn from, its HTML without hx-swap-oob).
+# Entries are replaced on every new render, dropped when the channel or its device is
+# saved, deleted or forgotten by the runtime (see forget_cards), and the whole cache is
+# cleared if it ever outgrows MAX_CARDS (channels deleted behind the ORM's back).
+_cards: dict[int, tuple[tuple, str]] = {}
+MAX_CARDS = 20_000
+OOB_ATTRIBUTE = ' hx-swap-oob="true"'
+_ARTICLE = "<article"
+
+
+def card_key(context: dict[str, Any], today=None, zone=None) -> tuple:
+    """Everything a card's HTML depends on. Two contexts with the same key render the
+    same HTML, so a cached card is exactly what a fresh render would show now:
+
+    * the channel's and device's names and rooms, the state, online/stale (compared by
+      value: a poll that found the same values keeps the card);
+    * the time shown as "last seen"/"last known" — only while the card shows it (offline
+      or stale: an online card's time moves with every poll and is never shown);
+    * an input's last press (the only kind that shows it);
+    * the local date and time zone ("14:05" today is "3 Mar 14:05" tomorrow; "kWh today"
+      starts again at midnight) and the day's energy baseline of the channel.
+    """
+    channel = context["channel"]
+    online, stale = bool(context.get("online")), bool(context.get("stale"))
+    return (
+        channel, context.get("device"), context.get("state"), online, stale,
+        context.get("updated_at") if (stale or not online) else None,
+        context.get("last_event") if channel.kind == Channel.Kind.INPUT else None,
+        timezone.localdate() if today is None else today,
+        timezone.get_current_timezone_name() if zone is None else zone,
+        _baselines.get(channel.pk),
+    )
+
+
+def with_oob(html: str) -> str:
+    """The out-of-band form of a card (live updates, command answers): the partial puts
+    hx-swap-oob first on the <article>, so both forms come from one render."""
+    if not html.startswith(_ARTICLE) or html.startswith(_ARTICLE + OOB_ATTRIBUTE):
+        return html
+    return _ARTICLE + OOB_ATTRIBUTE + html[len(_ARTICLE):]
+
+
+def card_html(context: dict[str, Any], *, today=None, zone=None) -> str:
+    """The card for this context: the cached HTML when nothing it depends on changed,
+    else a fresh render (which then replaces the cached one). Cards carrying a command's
+    error are one-offs and bypass the cache."""
+    oob = bool(context.get("oob"))
+    if context.get("error"):
+        return render_to_string(CARD_TEMPLATE, context)
+    pk = context["channel"].pk
+    key = card_key(context, today, zone)
+    cached = _cards.get(pk)
+    if cached is not None and cached[0] == key:
+        html = cached[1]
+    else:
+        html = render_to_string(CARD_TEMPLATE, {**context, "oob": False})
+        # Rendering may set the channel's energy baseline (first sight today): key the
+        # entry by what the render left behind, unless the day turned meanwhile.
+        after = card_key(context, None, zone)
+        if after[7] == key[7]:
+            if len(_cards) >= MAX_CARDS:
+                _cards.clear()
+            _cards[pk] = (after, html)
+    return with_oob(html) if oob else html
+
+
+def forget_cards(*, channel_pk: int | None = None, device_pk: int | None = None) -> None:
+    """Drop the cached card of a channel, or of every channel of a device."""
+    if channel_pk is not None:
+        _cards.pop(channel_pk, None)
+    if device_pk is not None:
+        for pk, (key, _html) in list(_cards.items()):
+            if key[0].device_pk == device_pk:
+                _cards.pop(pk, None)
 
 
 async def wait_for_confirmation(device_pk: int, key: str, before: object, timeout: float = CONFIRM_TIMEOUT) -> None:

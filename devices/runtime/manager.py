@@ -15,7 +15,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.template.loader import render_to_string
 
 from devices.drivers.errors import DeviceError
 from devices.runtime.publisher import FLUSH_PERIOD, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json
@@ -69,13 +68,17 @@ class DeviceManager:
 
     # ------------------------------------------------------------------ rendering
     def render(self, device_pk: int, keys, presence: bool) -> str:
-        """All changed cards of one device as one string of out-of-band fragments."""
+        """All changed cards of one device as one string of out-of-band fragments. Each
+        card is kept (devices.cards.card_html): pages and snapshots reuse it until
+        something it shows changes."""
+        from devices.cards import card_html
+
         parts = []
         for key in sorted(keys):
             meta = self.catalogue.channels.get((device_pk, key))
             if meta is None or not meta.visible:
                 continue
-            parts.append(render_to_string("devices/partials.html#channel-card", self.card_context(meta)))
+            parts.append(card_html(self.card_context(meta)))
         return "".join(parts)
 
     def card_context(self, meta: ChannelMeta) -> dict[str, Any]:
@@ -177,9 +180,12 @@ class DeviceManager:
         self._adopt_catalogue(catalogue)
         current = self.sessions.get(pk)
         if config is None:
+            from devices.cards import forget_cards
+
             await self.stop_session(pk)
             self.store.forget(pk)
             self.publisher.forget(pk)
+            forget_cards(device_pk=pk)
             return
         if current is not None and current.config == config:
             return
