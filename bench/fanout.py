@@ -25,7 +25,20 @@ import time
 from bench.common import Figure, Section, cpu_seconds, fmt, login, median, percentile, profile_cumulative, profile_table
 from bench.push_latency import KEY, Gen2Household, match_all
 
-CARD = re.compile(r'<article id="(channel-\d+)" class="([^"]*)"')
+# A card's opening tag, whatever the order of its attributes.
+CARD_TAG = re.compile(r'<article\b[^>]*>')
+CARD_ID = re.compile(r'\sid="(channel-\d+)"')
+CARD_CLASS = re.compile(r'\sclass="([^"]*)"')
+
+
+def cards_in(html: str) -> list[tuple[str, str]]:
+    """(dom id, classes) of every card in a message."""
+    found = []
+    for tag in CARD_TAG.findall(html):
+        dom_id, classes = CARD_ID.search(tag), CARD_CLASS.search(tag)
+        if dom_id and classes:
+            found.append((dom_id.group(1), classes.group(1)))
+    return found
 
 
 class Client:
@@ -43,7 +56,7 @@ class Client:
                     if msg.type != 1:  # aiohttp.WSMsgType.TEXT
                         continue
                     self.messages += 1
-                    found = CARD.findall(msg.data)
+                    found = cards_in(msg.data)
                     if not self.snapshot.is_set():
                         if len(found) >= cards:
                             self.snapshot.set()

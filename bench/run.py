@@ -49,7 +49,7 @@ class Mode:
 
 QUICK = Mode(
     "quick",
-    push=dict(devices=4, browsers=[1, 2], runs=1, seconds=2.0, period=1.0, drain=1.0),
+    push=dict(devices=4, setups=[(1, 0), (1, 1), (2, 0)], runs=1, seconds=2.0, period=1.0, drain=1.0),
     control=dict(clicks=4, runs=1),
     polling=dict(drivers_devices=10, drivers_seconds=0.5, drivers_runs=1,
                  runtime_devices=10, runtime_interval=5.0, runtime_warmup=2.0, runtime_window=2.0, runtime_windows=1),
@@ -61,7 +61,7 @@ QUICK = Mode(
 
 FULL = Mode(
     "full",
-    push=dict(devices=50, browsers=[1, 10], runs=3, seconds=15.0, period=1.0, drain=2.0),
+    push=dict(devices=50, setups=[(1, 0), (1, 9), (10, 0)], runs=3, seconds=15.0, period=1.0, drain=2.0),
     control=dict(clicks=20, runs=3),
     polling=dict(drivers_devices=200, drivers_seconds=4.0, drivers_runs=3,
                  runtime_devices=1000, runtime_interval=5.0, runtime_warmup=12.0, runtime_window=10.0,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -129,6 +130,10 @@ async def main(args) -> None:
             row["poll_interval"] = args.poll_interval
         Path(args.rows).write_text(json.dumps(rows))
         house = House(fleet)
+        # The devices live as long as the process: keep them out of full GC passes, whose
+        # pauses would land between a change's mark and its push (serve does the same).
+        gc.collect()
+        gc.freeze()
         print(json.dumps({"ready": True, "devices": len(fleet.devices), "pid": os.getpid()}), flush=True)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
