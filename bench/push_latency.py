@@ -298,6 +298,26 @@ def storm_run(house: Gen2Household, browsers: Browsers, seconds: float, period: 
             "sim_late_ms": storm.get("late_ms"), "cpu_pct": 100 * cpu / wall, "chromium_pct": 100 * chrome / wall, "neg": sum(1 for x in latencies if x < 0)}
 
 
+FLOOR_PAGE = """<!doctype html><meta charset="utf-8"><title>floor</title><p id="word">0</p>
+<script>let n = 0; setInterval(() => { document.getElementById('word').textContent = String(++n); }, 20);</script>"""
+
+
+def chromium_floor(browsers: Browsers, seconds: float) -> float:
+    """Chromium's own cost of showing 50 changes a second: an empty page (not homedash's)
+    that changes one word every 20 ms, % of one core over all Chromium processes. Ten
+    visible pages cost at least ten times this, whatever the page does."""
+    context = browsers.browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_content(FLOOR_PAGE)
+        time.sleep(1.0)
+        c0, t0 = descendants_cpu(os.getpid(), "chrom"), time.time()
+        time.sleep(seconds)
+        return 100 * (descendants_cpu(os.getpid(), "chrom") - c0) / (time.time() - t0)
+    finally:
+        context.close()
+
+
 def setup_label(pages: int, sessions: int) -> str:
     if sessions:
         return (f"{pages + sessions} browsers ({pages} Chromium page{'s' if pages > 1 else ''} + "
@@ -356,6 +376,11 @@ def run(mode, house: Gen2Household | None = None) -> Section:
                 Figure(f"Chromium CPU (all its processes), {label}", "% of one core", chromes, digits=0,
                        note="the machine has 200 %"),
             ]
+        browsers.close_extra(0)
+        floors = [chromium_floor(browsers, min(p["seconds"], 8.0)) for _ in range(p["runs"])]
+        section.figures.append(Figure(
+            "Chromium CPU for an empty page changing one word 50×/s (not homedash)", "% of one core", floors, digits=0,
+            note="the floor per visible page on this machine; ten such pages need ten times this"))
         if browsers.errors:
             rows.append("")
             rows.append(f"Page errors seen: {len(browsers.errors)} (first: `{browsers.errors[0][:160]}`)")
