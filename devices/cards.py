@@ -65,8 +65,36 @@ def in_order(channels) -> list[Channel]:
     return sorted(channels, key=lambda c: (str(c.device).lower(), c.device_id, KIND_ORDER.get(c.kind, 9), c.order, c.pk))
 
 
-# Device columns no card shows (big JSON, encrypted secrets): pages defer them.
-NOT_ON_CARDS = ("device__raw_info", "device__raw_status", "device__credentials")
+# The columns cards, their order and their rooms are made of (card_context, device_meta,
+# in_order, for_home, access.channel_room_pk). A page of cards loads only these: no
+# Room objects, none of a device's raw JSON or encrypted credentials — and the last-known
+# state only for devices the runtime here does not follow (render_cards fetches it).
+CARD_COLUMNS = (
+    "id", "device_id", "key", "kind", "name", "room_id", "order", "visible",
+    "device__id", "device__name", "device__model_name", "device__model_code", "device__vendor", "device__mac",
+    "device__room_id",
+)
+LAST_KNOWN_COLUMNS = ("last_state", "last_state_at", "device__online", "device__last_seen")
+
+
+def card_columns(channels):
+    """A channel queryset narrowed to what cards need (see CARD_COLUMNS): building ~450
+    model instances is most of a home page's time, and every column counts."""
+    return channels.select_related(None).select_related("device").only(*CARD_COLUMNS)
+
+
+def _load_last_known(channels, m) -> None:
+    """The stored state of channels loaded by card_columns whose device the runtime does
+    not follow here (none when it does), in one query."""
+    missing = {c.pk: c for c in channels if "last_state" not in c.__dict__
+               and (m is None or m.store.get(c.device_id) is None)}
+    if not missing:
+        return
+    rows = Channel.objects.filter(pk__in=missing).values_list("pk", *LAST_KNOWN_COLUMNS)
+    for pk, state, state_at, online, last_seen in rows:
+        channel = missing[pk]
+        channel.last_state, channel.last_state_at = state, state_at
+        channel.device.online, channel.device.last_seen = online, last_seen
 
 
 def for_home(channels) -> list[Channel]:
@@ -138,6 +166,7 @@ def render_cards(channels, *, oob: bool = False) -> list[str]:
     of inputs the runtime has none of in memory come from one query, not one per card,
     and cards whose inputs did not change since they were last drawn are reused."""
     channels = list(channels)
+    _load_last_known(channels, manager())
     contexts = [card_context(c, oob=oob, stored_event=False) for c in channels]
     wanted = {c.pk: (c, ctx) for c, ctx in zip(channels, contexts)
               if c.kind == Channel.Kind.INPUT and ctx.get("last_event") is None}

@@ -142,8 +142,7 @@ def home(request):
     user = request.user
     levels = access.room_levels(user)
     rooms = list(access.visible_rooms(user))
-    # The devices' raw JSON and credentials are not on the page: not loaded (nor decrypted).
-    channels = cards.for_home(access.visible_channels(user).defer(*cards.NOT_ON_CARDS))
+    channels = cards.for_home(cards.card_columns(access.visible_channels(user)))
     cards.seed_day_baselines([c.pk for c in channels])
     by_room: dict[int | None, list[Channel]] = {}
     for channel in channels:
