@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from devices.drivers.types import ChannelState, Event
 from devices.runtime.publisher import COALESCE, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json, state_to_json
 from devices.runtime.state import StateStore
@@ -90,3 +92,40 @@ def test_persister_batches_readings_at_most_once_a_minute():
     assert persister.take_batch(now=1030.0)["readings"] == []
     store.apply(1, [ChannelState("relay", "switch", on=True, power_w=60.0)])
     assert [r[4] for r in persister.take_batch(now=1061.0)["readings"]] == [60.0]
+
+
+@pytest.mark.django_db
+def test_a_batch_writes_every_row_as_the_orm_would_read_it():
+    """The batch goes to the database as plain executemany UPDATEs: every channel's state,
+    every device's presence (raw status and last-seen only when the batch has them)."""
+    from devices.drivers.types import PhaseReading
+    from devices.models import Channel, Device
+
+    meter = Device.objects.create(mac="AABBCC0000A1", vendor="shelly", generation=2, model_code="S3EM-003CXCEU",
+                                  host="127.0.0.1", adopted=True, raw_status={"keep": 1})
+    plug = Device.objects.create(mac="AABBCC0000A2", vendor="shelly", generation=2, model_code="SNSW-001P16EU",
+                                 host="127.0.0.2", adopted=True, raw_status={"old": True})
+    Channel.objects.create(device=meter, key="em:0", kind="meter")
+    Channel.objects.create(device=plug, key="switch:0", kind="switch")
+    phases = (PhaseReading("a", power_w=10.5, voltage_v=230.1), PhaseReading("b", power_w=-2.0))
+    em = ChannelState("em:0", "meter", power_w=8.5, phases=phases, errors=("overpower",))
+    switch = ChannelState("switch:0", "switch", on=True, power_w=3.25)
+    now = time.time()
+    created = Persister.write_batch({
+        "channels": [(meter.pk, "em:0", "meter", state_to_json(em), now),
+                     (plug.pk, "switch:0", "switch", state_to_json(switch), now),
+                     (plug.pk, "input:0", "input", {"key": "input:0", "kind": "input", "on": False}, now)],
+        "devices": [(meter.pk, True, now, None), (plug.pk, False, None, {"sys": {"uptime": 5}})],
+        "readings": [], "events": []})
+    assert list(created) == [(plug.pk, "input:0")]           # a channel seen for the first time
+    em_row = Channel.objects.get(device=meter, key="em:0")
+    assert state_from_json(em_row.last_state) == state_from_json(state_to_json(em))
+    assert em_row.last_state["phases"][0]["voltage_v"] == 230.1
+    assert abs(em_row.last_state_at.timestamp() - now) < 1e-3
+    assert Channel.objects.get(device=plug, key="switch:0").last_state == {"key": "switch:0", "kind": "switch",
+                                                                           "on": True, "power_w": 3.25}
+    assert Channel.objects.get(device=plug, key="input:0").last_state["on"] is False
+    meter.refresh_from_db()
+    plug.refresh_from_db()
+    assert meter.online and abs(meter.last_seen.timestamp() - now) < 1e-3 and meter.raw_status == {"keep": 1}
+    assert not plug.online and plug.last_seen is None and plug.raw_status == {"sys": {"uptime": 5}}
