@@ -89,6 +89,15 @@ class HouseholdChannelLayer(InMemoryChannelLayer):
                             full, group, self.dropped)
 
 
+def may_have_listeners(layer, group: str) -> bool:
+    """Whether a message to `group` could reach anyone. Only our in-memory layer knows its
+    members; for any other layer the answer is "maybe" (True). The publisher asks before
+    rendering cards that nobody would see."""
+    if isinstance(layer, HouseholdChannelLayer):
+        return bool(layer.groups.get(group))
+    return layer is not None
+
+
 def reaches_other_processes(layer) -> bool:
     """Whether a message sent on this layer can reach a runtime in another process (Redis
     does; any in-memory layer, ours included, stays inside this one)."""

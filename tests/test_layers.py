@@ -51,3 +51,19 @@ async def test_expired_messages_drop_their_channel_from_groups():
     layer._cleaned_at = 0.0  # sweep now
     layer._clean_now_and_then()
     assert channel not in layer.groups.get("room.1", {})
+
+
+async def test_only_our_layer_can_say_nobody_listens():
+    from channels.layers import InMemoryChannelLayer
+
+    from homedash.layers import may_have_listeners
+
+    layer = HouseholdChannelLayer()
+    assert not may_have_listeners(layer, "room.1")
+    channel = await layer.new_channel()
+    await layer.group_add("room.1", channel)
+    assert may_have_listeners(layer, "room.1") and not may_have_listeners(layer, "room.2")
+    await layer.group_discard("room.1", channel)
+    assert not may_have_listeners(layer, "room.1")
+    # Channels' own layer (and Redis) cannot tell: the answer is "maybe".
+    assert may_have_listeners(InMemoryChannelLayer(), "room.1")

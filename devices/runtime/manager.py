@@ -20,6 +20,7 @@ from devices.drivers.errors import DeviceError
 from devices.runtime.publisher import FLUSH_PERIOD, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json
 from devices.runtime.sessions import START_SPREAD, CommandError, DeviceConfig, DeviceSession, describe_error
 from devices.runtime.state import Change, StateStore
+from homedash.layers import may_have_listeners
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,11 @@ class DeviceManager:
         self._client = client
         self._own_client = client is None
         self.layer = get_channel_layer()
-        self.publisher = Publisher(self.store, self.catalogue, self.render, self.send)
+        # With our in-memory layer the publisher can tell when no page follows a device or
+        # room and skip rendering for nobody (most polls of a household nobody is looking
+        # at); with Redis, pages in other processes may be listening, so it always renders.
+        listening = None if self.layer is None else (lambda group: may_have_listeners(self.layer, group))
+        self.publisher = Publisher(self.store, self.catalogue, self.render, self.send, listening)
         self.persister = Persister(self.store, self.catalogue)
         self.ready = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -69,6 +69,18 @@ class DeviceMeta:
     model_name: str
 
 
+# Inputs wired to a device's own relay, dimmer or cover (the wall switch behind a Shelly)
+# are plumbing, not something to look at every day: the home page leaves them to the
+# device page unless someone named them. Stand-alone inputs (an i4, a button) stay.
+OUTPUT_KINDS = frozenset({"switch", "cover", "light"})
+
+
+def shown_on_home(kind: str, named: bool, outputs_beside: bool) -> bool:
+    """Whether the home page shows a channel: `outputs_beside` = the same device has an
+    output channel the same viewer sees."""
+    return not (kind == "input" and not named and outputs_beside)
+
+
 class Catalogue:
     """Names and rooms of devices and channels, refreshed by the manager from the database."""
 
@@ -76,14 +88,31 @@ class Catalogue:
         self.devices: dict[int, DeviceMeta] = {}
         self.channels: dict[tuple[int, str], ChannelMeta] = {}
 
+    def room_of(self, meta: ChannelMeta) -> int | None:
+        if meta.room_pk is not None:
+            return meta.room_pk
+        device = self.devices.get(meta.device_pk)
+        return device.room_pk if device else None
+
     def rooms_of(self, device_pk: int, keys) -> set[int | None]:
         rooms = set()
-        device = self.devices.get(device_pk)
         for key in keys:
             meta = self.channels.get((device_pk, key))
             if meta is not None and meta.visible:
-                rooms.add(meta.room_pk if meta.room_pk is not None else (device.room_pk if device else None))
+                rooms.add(self.room_of(meta))
         return rooms
+
+    def on_home(self, device_pk: int, key: str, siblings) -> bool:
+        """Whether the home page of anyone who sees this channel's room shows it.
+        `siblings`: the keys of the device's other channels. An output in the same room is
+        seen by everyone who sees the input there."""
+        meta = self.channels.get((device_pk, key))
+        if meta is None or not meta.visible:
+            return False
+        room = self.room_of(meta)
+        beside = any(other.kind in OUTPUT_KINDS and other.visible and self.room_of(other) == room
+                     for other in (self.channels.get((device_pk, k)) for k in siblings if k != key) if other)
+        return shown_on_home(meta.kind, meta.name != meta.key, beside)
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ChannelState))
@@ -141,13 +170,17 @@ def state_from_json(data: dict) -> ChannelState | None:
 
 
 class Publisher:
-    def __init__(self, store: StateStore, catalogue: Catalogue, render, send) -> None:
+    def __init__(self, store: StateStore, catalogue: Catalogue, render, send, listening=None) -> None:
         """`render(device_pk, keys, presence) -> str` makes the HTML once;
-        `send(groups, html)` hands it to the channel layer."""
+        `send(groups, html)` hands it to the channel layer; `listening(group) -> bool`,
+        when given, says whether any page follows a group: cards nobody would receive
+        are not rendered (pages and snapshots render what they need themselves)."""
         self.store = store
         self.catalogue = catalogue
         self.render = render
         self.send = send
+        self.listening = listening
+        self.unwatched = 0         # flushes with nobody to show them to
         self._pending: dict[int, set[str]] = defaultdict(set)
         self._presence: set[int] = set()
         self._last_sent: dict[int, float] = {}
@@ -186,6 +219,11 @@ class Publisher:
             return
         if presence:
             keys |= set(live.channels)
+        if self.listening is not None:
+            keys = self._watched(pk, keys, live.channels.keys())
+            if not keys:
+                self.unwatched += 1
+                return
         try:
             html = self.render(pk, keys, presence)
         except Exception:
@@ -197,6 +235,16 @@ class Publisher:
         self._last_sent[pk] = time.monotonic()
         self.sent += 1
         asyncio.get_running_loop().create_task(self.send(sorted(groups), html))
+
+    def _watched(self, pk: int, keys: set[str], siblings) -> set[str]:
+        """The keys some open page shows: all of them when a device page is open, else
+        those on the home page of a room someone follows."""
+        if self.listening(device_group(pk)):
+            return keys
+        return {key for key in keys
+                if (meta := self.catalogue.channels.get((pk, key))) is not None
+                and self.listening(room_group(self.catalogue.room_of(meta)))
+                and self.catalogue.on_home(pk, key, siblings)}
 
     def forget(self, pk: int) -> None:
         handle = self._scheduled.pop(pk, None)

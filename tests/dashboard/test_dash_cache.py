@@ -243,6 +243,26 @@ def test_cached_cards_show_nobody_a_room_they_may_not_see(as_user, house):
 
 
 @pytest.mark.django_db
+def test_the_home_page_leaves_out_wired_inputs_by_what_each_user_sees(as_user, house):
+    """home_channels leaves wired inputs out in SQL: by the same rule as for_home, over
+    the channels the user sees — an input whose relay is in a room the user cannot see is
+    not 'wired' for them."""
+    from devices import access
+
+    wired = Channel.objects.create(device=house.plug, key="input:0", kind="input")
+    named = Channel.objects.create(device=house.plug, key="input:1", kind="input", name="Door bell")
+    house.plug_ch.room = house.garden
+    house.plug_ch.save()
+    for user in (house.anna, house.ben, house.cara, house.dora):
+        expected = [c.pk for c in cards.for_home(access.visible_channels(user))]
+        assert [c.pk for c in cards.home_channels(user)] == expected
+    assert wired.pk not in [c.pk for c in cards.home_channels(house.anna)]
+    assert {wired.pk, named.pk} <= {c.pk for c in cards.home_channels(house.ben)}  # his view: no relay
+    page = as_user(house.ben).get("/").content.decode()
+    assert f'id="channel-{wired.pk}"' in page and f'id="channel-{house.plug_ch.pk}"' not in page
+
+
+@pytest.mark.django_db
 def test_the_home_page_makes_the_same_queries_for_3_cards_or_30(as_user, house):
     """No query per card: not for the last press of an input, not for the last-known
     state of a device nobody follows, not for a deferred column."""
@@ -297,6 +317,10 @@ async def test_presence_transitions_are_never_served_from_the_cache(renders):
         manager.store.load_last_known(device.pk, device.mac, states, at)
         manager.store.get(device.pk).online = device.online  # as the database last had it
     runtime_module.install(SimpleNamespace(running=True, manager=manager))
+    # A home page follows the plug's room: the publisher draws only what someone follows.
+    from devices.runtime.publisher import room_group
+
+    await manager.layer.group_add(room_group(house.plug.room_id), await manager.layer.new_channel())
     try:
         pk = house.plug_ch.pk
         card = _card(await sync_to_async(_home)(house.anna), pk)
@@ -307,13 +331,12 @@ async def test_presence_transitions_are_never_served_from_the_cache(renders):
         card = _card(await sync_to_async(_home)(house.anna), pk)  # before the publisher ran, even
         assert "last known" not in card and ">online</p>" in card and "900.0 W" in card
 
-        await asyncio.sleep(0.15)                     # the publisher draws the next change...
         manager.store.apply(house.plug.pk, [ChannelState(key="switch:0", kind="switch", on=False, power_w=0.0)])
-        await asyncio.sleep(0.05)
+        pushed = manager.render(house.plug.pk, {"switch:0"}, False)  # what the publisher sends...
         drawn = len(renders)
         card = _card(await sync_to_async(_home)(house.anna), pk)
-        assert 'aria-pressed="false"' in card
-        assert renders[drawn:].count(pk) == 0         # ...and the page reuses it
+        assert 'aria-pressed="false"' in card and cards.with_oob(card) in pushed
+        assert renders[drawn:].count(pk) == 0         # ...is what the page reuses
 
         for _ in range(2):                            # two failures in a row: offline
             manager.store.failure(house.plug.pk, "unreachable")

@@ -81,6 +81,47 @@ async def test_lone_change_goes_out_at_once_and_bursts_are_coalesced():
     assert all(gap >= COALESCE * 0.9 for gap in gaps)
 
 
+async def test_cards_nobody_follows_are_not_rendered():
+    """With a layer that knows its groups, a change is rendered only for pages that follow
+    it: all cards for an open device page, only home-page cards for a followed room, and
+    nothing at all when nobody looks."""
+    store = _store()
+    catalogue = Catalogue()
+    catalogue.devices[1] = DeviceMeta(1, "Hall light", 7, "shelly", "Plus 1PM")
+    catalogue.channels[(1, "switch:0")] = ChannelMeta(10, 1, "switch:0", "switch", "switch:0", None)
+    catalogue.channels[(1, "input:0")] = ChannelMeta(11, 1, "input:0", "input", "input:0", None)
+    listeners: set[str] = set()
+    renders: list[set[str]] = []
+
+    async def send(groups, html):
+        pass
+
+    def render(pk, keys, presence):
+        renders.append(set(keys))
+        return "<p>card</p>"
+
+    publisher = Publisher(store, catalogue, render, send, listening=lambda group: group in listeners)
+
+    async def change(on: bool) -> set[str] | None:
+        before = len(renders)
+        store.apply(1, [ChannelState("switch:0", "switch", on=on), ChannelState("input:0", "input", on=on)])
+        await asyncio.sleep(COALESCE * 1.5)
+        return renders[-1] if len(renders) > before else None
+
+    assert await change(True) is None and publisher.unwatched == 1      # nobody looks
+    listeners.add("room.7")                                             # a home page
+    assert await change(False) == {"switch:0"}                          # the wired input is not on it
+    catalogue.channels[(1, "input:0")].name = "Door bell"               # ... unless it has a name
+    assert await change(True) == {"switch:0", "input:0"}
+    catalogue.channels[(1, "input:0")].name = "input:0"
+    catalogue.channels[(1, "input:0")].room_pk = 8                      # ... or sits in another room
+    listeners.add("room.8")
+    assert await change(False) == {"switch:0", "input:0"}
+    listeners.clear()
+    listeners.add("device.1")                                           # the device page
+    assert await change(True) == {"switch:0", "input:0"}
+
+
 def test_persister_batches_readings_at_most_once_a_minute():
     store = _store()
     persister = Persister(store, Catalogue())
