@@ -142,7 +142,7 @@ def home(request):
     user = request.user
     levels = access.room_levels(user)
     rooms = list(access.visible_rooms(user))
-    channels = cards.for_home(cards.card_columns(access.visible_channels(user)))
+    channels = cards.home_channels(user)
     cards.seed_day_baselines([c.pk for c in channels])
     by_room: dict[int | None, list[Channel]] = {}
     for channel in channels:
