@@ -30,6 +30,7 @@ from django.dispatch import receiver
 from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
+from homedash.layers import HouseholdChannelLayer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         groups, channel_pks = plan
         self.joined = [*groups, user_group(user.pk)]
+        if isinstance(self.channel_layer, HouseholdChannelLayer):
+            self.channel_layer.deliver_directly(self.channel_name, self._take_direct)
         await self._join()
         await self.send_snapshot(channel_pks)
         self._rejoin_task = asyncio.ensure_future(self._rejoin_forever())
@@ -110,6 +113,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=html)
 
     async def disconnect(self, code):
+        if isinstance(self.channel_layer, HouseholdChannelLayer):
+            self.channel_layer.deliver_directly(self.channel_name, None)
         if self._flush_at is not None:
             self._flush_at.cancel()
         if self._flushing is not None and not self._flushing.done():
@@ -150,7 +155,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     # ---------------------------------------------------------------- channel layer
     async def fragment(self, event):
-        html = event["html"]
+        """A card from the queue (a layer that cannot hand it over directly)."""
+        self._enqueue(event["html"])
+
+    def _take_direct(self, message: dict) -> bool:
+        """Our in-memory layer hands cards over here without queueing them."""
+        if message.get("type") != "fragment":
+            return False
+        self._enqueue(message["html"])
+        return True
+
+    def _enqueue(self, html: str) -> None:
         if not self._resync:
             self._outbox.append(html)
             self._outbox_bytes += len(html)
@@ -159,14 +174,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 self._outbox.clear()
                 self._outbox_bytes = 0
                 self._resync = True
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_at is not None or (self._flushing is not None and not self._flushing.done()):
-            return                  # already on its way
+            return                  # already on its way; _flush looks again when it is done
         loop = asyncio.get_running_loop()
-        wait = self._last_sent + FRAME - loop.time()
-        if wait <= 0:
-            await self._flush()
-        else:
-            self._flush_at = loop.call_later(wait, self._flush_later)
+        self._flush_at = loop.call_later(max(0.0, self._last_sent + FRAME - loop.time()), self._flush_later)
 
     def _flush_later(self) -> None:
         self._flush_at = None
@@ -178,13 +192,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self._resync:
             self._resync = False
             await self.resend_everything()
-            return
-        if not self._outbox:
-            return
-        html = "".join(self._outbox)
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        await self.send(text_data=html)
+        elif self._outbox:
+            html = "".join(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            await self.send(text_data=html)
+        self._flushing = None
+        if self._outbox or self._resync:   # arrived while this one was going out
+            self._schedule_flush()
 
     async def session_revoked(self, event):
         """A logout somewhere: close only the sockets of the session that ended (the

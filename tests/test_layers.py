@@ -67,3 +67,34 @@ async def test_only_our_layer_can_say_nobody_listens():
     assert not may_have_listeners(layer, "room.1")
     # Channels' own layer (and Redis) cannot tell: the answer is "maybe".
     assert may_have_listeners(InMemoryChannelLayer(), "room.1")
+
+
+async def test_a_member_can_take_group_messages_directly():
+    layer = HouseholdChannelLayer(capacity=10)
+    page, other = await layer.new_channel(), await layer.new_channel()
+    for channel in (page, other):
+        await layer.group_add("room.1", channel)
+    taken: list[dict] = []
+
+    def take(message):
+        if message["type"] != "fragment":
+            return False                     # left to the queue
+        taken.append(message)
+        return True
+
+    layer.deliver_directly(page, take)
+    await layer.group_send("room.1", {"type": "fragment", "html": "<p>1</p>"})
+    await layer.group_send("room.1", {"type": "access.changed"})
+    assert [m["html"] for m in taken] == ["<p>1</p>"]
+    assert (await layer.receive(page))["type"] == "access.changed"     # only what take refused
+    assert [(await layer.receive(other))["type"] for _ in range(2)] == ["fragment", "access.changed"]
+
+    def broken(message):
+        raise RuntimeError("a page that cannot take it")
+
+    layer.deliver_directly(page, broken)                                 # falls back to the queue
+    await layer.group_send("room.1", {"type": "fragment", "html": "<p>2</p>"})
+    assert (await layer.receive(page))["html"] == "<p>2</p>"
+    layer.deliver_directly(page, None)
+    await layer.group_send("room.1", {"type": "fragment", "html": "<p>3</p>"})
+    assert (await layer.receive(page))["html"] == "<p>3</p>" and len(taken) == 1
