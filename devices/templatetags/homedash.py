@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone as dt_timezone
+from functools import lru_cache
 
 from django import template
+from django.conf import settings
+from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 
 from devices import cards
@@ -50,6 +53,19 @@ def channel_label(key: str) -> str:
     if index.isdigit():
         return f"{word} {int(index) + 1}"
     return word
+
+
+@lru_cache(maxsize=16384)
+def _reverse(name: str, pk: int, urlconf, prefix: str, root: str) -> str:
+    return reverse(name, args=[pk], urlconf=urlconf)
+
+
+@register.filter
+def url_of(pk, name: str) -> str:
+    """{% url name pk %} for the URLs every card carries, remembered: reversing is a good
+    part of drawing a card, and a card is drawn for every change. Keyed by everything
+    reverse() depends on (URLconf, script prefix)."""
+    return _reverse(name, int(pk), get_urlconf(), get_script_prefix(), settings.ROOT_URLCONF)
 
 
 @register.filter

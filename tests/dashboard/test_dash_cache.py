@@ -186,6 +186,15 @@ def test_the_cache_holds_one_card_per_channel_and_stays_bounded(monkeypatch):
     assert not cards._cards
 
 
+def test_card_urls_are_the_urls_reverse_gives(settings):
+    from devices.templatetags.homedash import url_of
+
+    for name, pk in (("channel-command", 7), ("device", 3), ("device-raw", 3), ("channel-command", 123456)):
+        assert url_of(pk, name) == reverse(name, args=[pk])
+    html = cards.card_html(context("unknown", None))
+    assert 'href="/devices/3/"' in html and 'href="/devices/3/raw.json"' in html
+
+
 # ----------------------------------------------------------------------------- pages
 def _card(page: str, pk: int) -> str:
     start = page.index(f'<article id="channel-{pk}"')
