@@ -25,6 +25,7 @@ from typing import Any
 from django.db.models import Exists, Min, OuterRef, Q, Subquery
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import SafeData, mark_safe
 
 from devices import runtime as runtime_module
 from devices.drivers.types import Event
@@ -233,7 +234,8 @@ def with_oob(html: str) -> str:
     hx-swap-oob first on the <article>, so both forms come from one render."""
     if not html.startswith(_ARTICLE) or html.startswith(_ARTICLE + OOB_ATTRIBUTE):
         return html
-    return _ARTICLE + OOB_ATTRIBUTE + html[len(_ARTICLE):]
+    oob = _ARTICLE + OOB_ATTRIBUTE + html[len(_ARTICLE):]
+    return mark_safe(oob) if isinstance(html, SafeData) else oob
 
 
 def card_html(context: dict[str, Any], *, today=None, zone=None) -> str:

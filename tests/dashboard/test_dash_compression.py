@@ -40,12 +40,16 @@ def test_pages_are_compressed_for_clients_that_accept_it(as_user, house):
 
 
 @pytest.mark.django_db
-def test_htmx_answers_and_admin_pages_are_compressed_too(as_user, house):
+def test_other_pages_and_htmx_answers(as_user, house):
     client = as_user(house.anna)
+    for url in (f"/devices/{house.plug.pk}/", "/admin/devices/device/", "/events/"):
+        page = client.get(url, HTTP_ACCEPT_ENCODING="gzip")
+        assert page["Content-Encoding"] == "gzip" and page["X-Frame-Options"] == "DENY", url
+    # A small htmx answer goes out compressed only when that makes it smaller (the BREACH
+    # padding adds up to 100 bytes): either way the browser gets the same fragment.
     health = client.get(f"/devices/{house.plug.pk}/health", HTTP_ACCEPT_ENCODING="gzip")
-    assert health["Content-Encoding"] == "gzip" and 'id="health"' in gzip.decompress(health.content).decode()
-    admin = client.get("/admin/devices/device/", HTTP_ACCEPT_ENCODING="gzip")
-    assert admin["Content-Encoding"] == "gzip" and admin["X-Frame-Options"] == "DENY"
+    body = gzip.decompress(health.content) if health.get("Content-Encoding") == "gzip" else health.content
+    assert b'id="health"' in body and int(health["Content-Length"]) == len(health.content)
 
 
 def test_streaming_responses_are_left_alone():
