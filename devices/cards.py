@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -258,6 +259,11 @@ def card_html(context: dict[str, Any], *, today=None, zone=None) -> str:
         if after[7] == key[7]:
             if len(_cards) >= MAX_CARDS:
                 _cards.clear()
+            # The state as drawn, not the live object: were it ever changed in place, the
+            # next lookup must see a difference.
+            state = after[2]
+            if state is not None and dataclasses.is_dataclass(state):
+                after = (*after[:2], dataclasses.replace(state), *after[3:])
             _cards[pk] = (after, html)
     return with_oob(html) if oob else html
 

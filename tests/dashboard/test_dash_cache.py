@@ -94,6 +94,14 @@ def test_a_cached_card_is_exactly_a_fresh_render(variant, renders):
     assert renders == [variant["channel"].pk]             # one render served all four
 
 
+def test_a_state_changed_in_place_is_drawn_again(renders):
+    state = ChannelState(key="switch:0", kind="switch", on=True, power_w=12.0)
+    ctx = context("switch", state)
+    assert "12.0 W" in cards.card_html(ctx)
+    state.power_w = 99.0
+    assert "99.0 W" in cards.card_html(ctx) and len(renders) == 2
+
+
 def test_what_the_cache_leaves_out_never_shows(renders):
     """An online card's time moves with every poll and is never shown; a switch shows no
     presses. Both stay out of the key, and the card is indeed the same without them."""
