@@ -40,11 +40,11 @@ from devices.runtime.publisher import device_group, room_group
 log = logging.getLogger(__name__)
 
 MAX_FORM_BODY = 4 * 1024  # bytes: a command or a settings form is a few dozen
-COMMAND_FIELDS = {"action", "position", "brightness", "colour", "kelvin", "ramp_ms", "csrfmiddlewaretoken"}
+COMMAND_FIELDS = {"action", "position", "brightness", "colour", "kelvin", "white", "ramp_ms", "csrfmiddlewaretoken"}
 ACTIONS = {
     Channel.Kind.SWITCH: {"on", "off", "toggle"},
     Channel.Kind.COVER: {"open", "close", "stop", "position"},
-    Channel.Kind.LIGHT: {"on", "off", "toggle", "brightness", "colour", "colour_temp"},
+    Channel.Kind.LIGHT: {"on", "off", "toggle", "brightness", "colour", "colour_temp", "white"},
 }
 FADES = {0, 500, 1000, 3000, 5000}  # ms; Shelly Gen1 accepts at most 5 s
 EVENT_PAGE = 200
@@ -434,6 +434,8 @@ def parse_command(kind: str, data) -> tuple[str, dict]:
         params.update(h=hsv[0], s=hsv[1], v=hsv[2])
     elif action == "colour_temp":
         params["kelvin"] = int(_number(data, "kelvin", 2700, 6500))
+    elif action == "white":  # myStrom's white tone index (1 warmest .. 18)
+        params["white"] = int(_number(data, "white", 1, 18))
     fade = data.get("ramp_ms", "")
     if fade not in ("", None):
         try:

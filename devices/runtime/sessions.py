@@ -207,8 +207,21 @@ class MyStromAdapter(Adapter):
                 return [await d.set_light(action=action, ramp_ms=ramp)]
             if action == "brightness":
                 state = await d.light_state()
+                level = _pct(params, "brightness")
+                if state.colour_mode == "mono" and state.colour:  # stay white, same tone
+                    return [await d.set_light(action="on", mono=(int(state.colour[0]), int(round(level))), ramp_ms=ramp)]
                 h, s = (state.colour or (0.0, 0.0, 0.0))[:2] if state.colour_mode == "hsv" else (0.0, 0.0)
-                return [await d.set_light(action="on", hsv=(h, s, _pct(params, "brightness")), ramp_ms=ramp)]
+                return [await d.set_light(action="on", hsv=(h, s, level), ramp_ms=ramp)]
+            if action == "white":
+                try:
+                    tone = int(params["white"])
+                except (KeyError, TypeError, ValueError):
+                    raise CommandError("white needs a tone from 1 (warmest) to 18") from None
+                if not 1 <= tone <= 18:
+                    raise CommandError("white needs a tone from 1 (warmest) to 18")
+                state = await d.light_state()
+                level = state.brightness_pct if state.on and state.brightness_pct else 100.0
+                return [await d.set_light(action="on", mono=(tone, int(round(level))), ramp_ms=ramp)]
             if action == "colour":
                 try:
                     h, s, v = (float(params[k]) for k in ("h", "s", "v"))

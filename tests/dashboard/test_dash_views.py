@@ -178,11 +178,31 @@ def test_light_commands_take_colour_temperature_and_fade(as_user, house, command
     assert command(client, house.lamp_ch, action="colour", colour="#ff0000", ramp_ms="1000").status_code == 200
     assert command(client, house.lamp_ch, action="brightness", brightness="70").status_code == 200
     assert command(client, house.lamp_ch, action="colour_temp", kelvin="3000").status_code == 200
+    assert command(client, house.lamp_ch, action="white", white="4").status_code == 200
+    assert command(client, house.lamp_ch, action="white", white="19").status_code == 400
     assert [c[2:] for c in commands.sent] == [
         ("colour", {"h": 0.0, "s": 100.0, "v": 100.0, "ramp_ms": 1000}),
         ("brightness", {"brightness": 70.0}),
         ("colour_temp", {"kelvin": 3000}),
+        ("white", {"white": 4}),
     ]
+
+
+def test_mystrom_light_card_offers_colour_and_white_tone_in_any_mode(as_user, house):
+    """A myStrom bulb's white is a tone index: the card shows it in mono mode and offers
+    both the colour picker and the tone slider whatever mode the bulb is in."""
+    from devices.cards import render_card
+    from devices.models import Channel
+
+    channel = Channel.objects.select_related("device").get(pk=house.lamp_ch.pk)
+    for state, shown in (({"key": "light", "kind": "light", "on": True, "colour": [5, 60], "colour_mode": "mono",
+                           "brightness_pct": 60}, "tone 5 of 18"),
+                          ({"key": "light", "kind": "light", "on": True, "colour": [120, 50, 40], "colour_mode": "hsv",
+                            "brightness_pct": 40}, "colour now")):
+        channel.last_state = state
+        html = render_card(channel)
+        assert shown in html
+        assert 'name="white"' in html and 'min="1" max="18"' in html and 'type="color"' in html
 
 
 @pytest.mark.parametrize("who", ["cara", "dora"])

@@ -218,3 +218,24 @@ async def test_probe_mystrom(client):
     async with running(sim.MyStromSwitch("eu")) as dev:
         info = await probe(client, dev.host, dev.port)
         assert info.vendor == "mystrom" and info.mac == dev.mac
+
+
+async def test_bulb_white_tone_through_the_runtime(client):
+    """myStrom white is a tone index (1 warmest .. 18), not kelvin: the runtime's "white"
+    command sets mono mode at the current brightness, and brightness then keeps the tone."""
+    from devices.runtime.sessions import CommandError, DeviceConfig, MyStromAdapter
+
+    async with running(sim.MyStromBulb()) as dev:
+        config = DeviceConfig(pk=1, mac=dev.mac, vendor="mystrom", generation=None, model_code="102",
+                              host=dev.host, port=dev.port)
+        adapter = MyStromAdapter(config, client)
+        await adapter.driver.set_light(action="on", hsv=(30, 80, 40))
+        [state] = await adapter.command("light", "white", {"white": 4})
+        assert (state.colour_mode, state.colour[0], state.brightness_pct) == ("mono", 4.0, 40)
+        assert dev.mode == "mono" and dev.color == "4;40"
+        [state] = await adapter.command("light", "brightness", {"brightness": 75})
+        assert dev.color == "4;75" and state.colour_mode == "mono"
+        for bad in ({"white": 0}, {"white": 19}, {"white": "warm"}, {}):
+            with pytest.raises(CommandError):
+                await adapter.command("light", "white", bad)
+        assert dev.color == "4;75"
