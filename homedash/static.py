@@ -9,13 +9,22 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.views import static
 
 
+def cache_control(relative: str) -> str:
+    """Vendored files carry their version in the name and never change under it; ours keep
+    their names across upgrades, so the browser asks each time (a 304 on the LAN) rather
+    than showing an old stylesheet against new pages for an hour after an upgrade."""
+    if relative.replace("\\", "/").startswith("vendor/"):
+        return "public, max-age=31536000, immutable"
+    return "no-cache"
+
+
 class StaticFilesApp(ASGIStaticFilesHandler):
     def serve(self, request):
         root = settings.STATIC_ROOT
         relative = self.file_path(request.path)
         if root and (root / relative).is_file():
             response = static.serve(request, relative, document_root=root)
-            # Vendored files carry their version in the name; ours change rarely.
-            response.headers["Cache-Control"] = "public, max-age=3600"
-            return response
-        return super().serve(request)
+        else:
+            response = super().serve(request)
+        response.headers["Cache-Control"] = cache_control(relative)
+        return response

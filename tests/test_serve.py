@@ -27,6 +27,12 @@ def test_serve_starts_stops_cleanly_and_keeps_data(tmp_path):
             # Static files come from the same process.
             js = client.get("/static/vendor/htmx-2.0.10.min.js")
             assert js.status_code == 200 and b"htmx" in js.content
+            assert "immutable" in js.headers["cache-control"]           # versioned by its name
+            css = client.get("/static/css/homedash.css")
+            # Ours keep their names across upgrades: revalidated every time, cheaply.
+            assert css.headers["cache-control"] == "no-cache" and css.headers.get("last-modified")
+            again = client.get("/static/css/homedash.css", headers={"If-Modified-Since": css.headers["last-modified"]})
+            assert again.status_code == 304
             assert client.get("/healthz").json()["runtime"] == "running"
     finally:
         code = server.stop()
