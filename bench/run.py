@@ -228,6 +228,11 @@ def report(mode: Mode, sections: list[Section], info: dict, started: datetime, s
         lines += [findings.read_text().strip(), ""]
     for section in sections:
         lines.append(section.markdown())
+    history = REPO / "bench" / "history.md"
+    if not mode.quick and history.exists():
+        # Before/after records of changes, from separate runs, written by hand when each
+        # change landed: kept in every regenerated report.
+        lines += ["", history.read_text().strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
