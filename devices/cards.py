@@ -172,6 +172,20 @@ def render_card(channel: Channel, *, oob: bool = False, error: str = "") -> str:
     return card_html(card_context(channel, oob=oob, error=error))
 
 
+def stored_presses(channel_pks) -> dict[int, tuple[str, datetime]]:
+    """The newest stored press (kind, time) of each of these channels that has one, ordered
+    as DeviceEvent's own ordering (-ts) would give it to .first() — one correlated
+    subquery, not one query per channel."""
+    channel_pks = list(channel_pks)
+    if not channel_pks:
+        return {}
+    presses = DeviceEvent.objects.filter(channel=OuterRef("pk")).exclude(kind__in=NOT_PRESSES).order_by("-ts")
+    rows = (Channel.objects.filter(pk__in=channel_pks)
+            .annotate(press_kind=Subquery(presses.values("kind")[:1]), press_ts=Subquery(presses.values("ts")[:1]))
+            .filter(press_ts__isnull=False).values_list("pk", "press_kind", "press_ts"))
+    return {pk: (kind, ts) for pk, kind, ts in rows}
+
+
 def render_cards(channels, *, oob: bool = False) -> list[str]:
     """The cards of many channels (a page, a socket's snapshot): the last stored presses
     of inputs the runtime has none of in memory come from one query, not one per card,
@@ -181,16 +195,9 @@ def render_cards(channels, *, oob: bool = False) -> list[str]:
     contexts = [card_context(c, oob=oob, stored_event=False) for c in channels]
     wanted = {c.pk: (c, ctx) for c, ctx in zip(channels, contexts)
               if c.kind == Channel.Kind.INPUT and ctx.get("last_event") is None}
-    if wanted:
-        # The newest press per channel, ordered as DeviceEvent's own ordering (-ts) would
-        # give it to .first() — one correlated subquery, not one query per card.
-        presses = DeviceEvent.objects.filter(channel=OuterRef("pk")).exclude(kind__in=NOT_PRESSES).order_by("-ts")
-        rows = (Channel.objects.filter(pk__in=wanted)
-                .annotate(press_kind=Subquery(presses.values("kind")[:1]), press_ts=Subquery(presses.values("ts")[:1]))
-                .filter(press_ts__isnull=False).values_list("pk", "press_kind", "press_ts"))
-        for pk, kind, ts in rows:
-            channel, context = wanted[pk]
-            context["last_event"] = Event(device=channel.device.mac, channel=channel.key, kind=kind, ts=ts.timestamp())
+    for pk, (kind, ts) in stored_presses(wanted).items():
+        channel, context = wanted[pk]
+        context["last_event"] = Event(device=channel.device.mac, channel=channel.key, kind=kind, ts=ts.timestamp())
     today, zone = timezone.localdate(), timezone.get_current_timezone_name()
     return [card_html(context, today=today, zone=zone) for context in contexts]
 

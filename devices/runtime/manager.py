@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from devices.drivers.errors import DeviceError
+from devices.drivers.types import Event
 from devices.runtime.publisher import FLUSH_PERIOD, Catalogue, ChannelMeta, DeviceMeta, Persister, Publisher, state_from_json
 from devices.runtime.sessions import START_SPREAD, CommandError, DeviceConfig, DeviceSession, describe_error
 from devices.runtime.state import Change, StateStore
@@ -47,6 +48,21 @@ def _load_from_database() -> tuple[list[DeviceConfig], Catalogue, dict[int, tupl
             if channel.last_state_at:
                 last_known[channel.device_id] = (states, max(at or 0.0, channel.last_state_at.timestamp()))
     return configs, catalogue, last_known
+
+
+def _last_presses(catalogue: Catalogue) -> dict[int, list[Event]]:
+    """Each input's last stored press, per device: the runtime keeps presses in memory only,
+    and the cards it pushes after a restart should show what the pages show."""
+    from devices.cards import stored_presses
+
+    inputs = {meta.pk: meta for meta in catalogue.channels.values() if meta.kind == "input"}
+    found: dict[int, list[Event]] = {}
+    for pk, (kind, ts) in stored_presses(inputs).items():
+        meta = inputs[pk]
+        found.setdefault(meta.device_pk, []).append(Event(device="", channel=meta.key, kind=kind, ts=ts.timestamp()))
+    for events in found.values():
+        events.sort(key=lambda e: e.ts)
+    return found
 
 
 class DeviceManager:
@@ -115,9 +131,10 @@ class DeviceManager:
             self._client = make_client(max_connections=256, max_keepalive=128)
         configs, catalogue, last_known = await sync_to_async(_load_from_database)()
         self._adopt_catalogue(catalogue)
+        presses = await sync_to_async(_last_presses)(catalogue)
         for pk, (states, at) in last_known.items():
             mac = next((c.mac for c in configs if c.pk == pk), "")
-            self.store.load_last_known(pk, mac, states, at)
+            self.store.load_last_known(pk, mac, states, at, events=presses.get(pk, ()))
         # Spread first requests over the start window instead of hitting every device at once.
         n = max(1, len(configs))
         for i, config in enumerate(configs):
@@ -269,9 +286,6 @@ class DeviceManager:
         if kind == "device.changed" and isinstance(message.get("pk"), int):
             await self.reload_device(message["pk"])
         elif kind == "device.report" and isinstance(message.get("pk"), int):
-            from devices.drivers.types import Event
-            from devices.runtime.publisher import state_from_json
-
             states = [s for s in (state_from_json(c) for c in message.get("channels") or []) if s is not None]
             events = [Event(device=str(e.get("device", "")), channel=str(e.get("channel", "")), kind=str(e.get("kind", "")),
                             value=e.get("value"), ts=float(e.get("ts") or time.time()))

@@ -113,11 +113,15 @@ class StateStore:
     def get(self, pk: int) -> DeviceLive | None:
         return self.devices.get(pk)
 
-    def load_last_known(self, pk: int, mac: str, channels: Iterable[ChannelState], at: float | None) -> None:
-        """Seed from the database at start: shown at once, marked stale."""
+    def load_last_known(self, pk: int, mac: str, channels: Iterable[ChannelState], at: float | None,
+                        events: Iterable[Event] = ()) -> None:
+        """Seed from the database at start: shown at once, marked stale; `events` are the
+        last stored presses, so input cards keep showing them."""
         live = self.ensure(pk, mac)
         for state in channels:
             live.channels.setdefault(state.key, state)
+        if not live.events:
+            live.events.extend(events)
         live.updated_at = at
         live.stale = True
 

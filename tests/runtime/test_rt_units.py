@@ -170,3 +170,38 @@ def test_a_batch_writes_every_row_as_the_orm_would_read_it():
     plug.refresh_from_db()
     assert meter.online and abs(meter.last_seen.timestamp() - now) < 1e-3 and meter.raw_status == {"keep": 1}
     assert not plug.online and plug.last_seen is None and plug.raw_status == {"sys": {"uptime": 5}}
+
+
+@pytest.mark.django_db
+def test_after_a_restart_input_cards_pushed_by_the_runtime_show_the_stored_press():
+    """The runtime keeps presses in memory only; at start it seeds each input's last stored
+    press, so the cards it pushes agree with the page (not "none seen yet")."""
+    from datetime import datetime, timezone as tz
+
+    from django.template.loader import render_to_string
+
+    from devices.models import Channel, Device, DeviceEvent
+    from devices.runtime.manager import DeviceManager, _last_presses, _load_from_database
+
+    buttons = Device.objects.create(mac="AABBCC0000B1", vendor="shelly", generation=2, model_code="SNSN-0024X",
+                                    host="127.0.0.3", adopted=True, name="Scene buttons")
+    first = Channel.objects.create(device=buttons, key="input:0", kind="input",
+                                   last_state={"key": "input:0", "kind": "input", "on": False})
+    Channel.objects.create(device=buttons, key="input:1", kind="input",
+                           last_state={"key": "input:1", "kind": "input", "on": False})
+    at = datetime(2026, 11, 22, 18, 30, tzinfo=tz.utc)
+    DeviceEvent.objects.create(device=buttons, channel=first, kind="single", ts=at.replace(hour=17))
+    DeviceEvent.objects.create(device=buttons, channel=first, kind="double", ts=at)
+    DeviceEvent.objects.create(device=buttons, channel=first, kind="offline", ts=at.replace(hour=19))  # not a press
+
+    configs, catalogue, last_known = _load_from_database()
+    manager = DeviceManager()
+    manager._adopt_catalogue(catalogue)
+    presses = _last_presses(catalogue)
+    states, when = last_known[buttons.pk]
+    manager.store.load_last_known(buttons.pk, buttons.mac, states, when, events=presses.get(buttons.pk, ()))
+    pressed = manager.card_context(catalogue.channels[(buttons.pk, "input:0")])
+    assert (pressed["last_event"].kind, pressed["last_event"].ts) == ("double", at.timestamp())
+    card = render_to_string("devices/partials.html#channel-card", pressed)
+    assert ">double <time" in card and "none seen yet" not in card
+    assert manager.card_context(catalogue.channels[(buttons.pk, "input:1")])["last_event"] is None
