@@ -65,6 +65,16 @@ def _last_presses(catalogue: Catalogue) -> dict[int, list[Event]]:
     return found
 
 
+def _seeds(catalogue: Catalogue) -> tuple[dict[int, list[Event]], set[int]]:
+    """What the runtime starts from besides the last states: inputs' last presses, and
+    which devices were online when last seen (until a device answers or fails twice its
+    card says "last known", not "offline")."""
+    from devices.models import Device
+
+    online = set(Device.objects.filter(pk__in=list(catalogue.devices), online=True).values_list("pk", flat=True))
+    return _last_presses(catalogue), online
+
+
 class DeviceManager:
     def __init__(self, *, client=None, rng: random.Random | None = None, start_spread: float = START_SPREAD,
                  flush_period: float = FLUSH_PERIOD) -> None:
@@ -131,10 +141,10 @@ class DeviceManager:
             self._client = make_client(max_connections=256, max_keepalive=128)
         configs, catalogue, last_known = await sync_to_async(_load_from_database)()
         self._adopt_catalogue(catalogue)
-        presses = await sync_to_async(_last_presses)(catalogue)
+        presses, online = await sync_to_async(_seeds)(catalogue)
         for pk, (states, at) in last_known.items():
             mac = next((c.mac for c in configs if c.pk == pk), "")
-            self.store.load_last_known(pk, mac, states, at, events=presses.get(pk, ()))
+            self.store.load_last_known(pk, mac, states, at, events=presses.get(pk, ()), online=pk in online)
         # Spread first requests over the start window instead of hitting every device at once.
         n = max(1, len(configs))
         for i, config in enumerate(configs):

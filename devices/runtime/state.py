@@ -114,10 +114,13 @@ class StateStore:
         return self.devices.get(pk)
 
     def load_last_known(self, pk: int, mac: str, channels: Iterable[ChannelState], at: float | None,
-                        events: Iterable[Event] = ()) -> None:
+                        events: Iterable[Event] = (), online: bool = False) -> None:
         """Seed from the database at start: shown at once, marked stale; `events` are the
-        last stored presses, so input cards keep showing them."""
+        last stored presses, so input cards keep showing them; `online` is how the device
+        was when last seen (a stale online device shows as "last known", not "offline",
+        until it answers or fails twice)."""
         live = self.ensure(pk, mac)
+        live.online = online
         for state in channels:
             live.channels.setdefault(state.key, state)
         if not live.events:

@@ -173,18 +173,22 @@ def test_a_batch_writes_every_row_as_the_orm_would_read_it():
 
 
 @pytest.mark.django_db
-def test_after_a_restart_input_cards_pushed_by_the_runtime_show_the_stored_press():
+def test_after_a_restart_cards_pushed_by_the_runtime_show_the_stored_press_and_last_known():
     """The runtime keeps presses in memory only; at start it seeds each input's last stored
-    press, so the cards it pushes agree with the page (not "none seen yet")."""
+    press, so the cards it pushes agree with the page (not "none seen yet"), and a device
+    that was online when last seen is "last known" until it answers, not "offline"."""
     from datetime import datetime, timezone as tz
 
     from django.template.loader import render_to_string
 
     from devices.models import Channel, Device, DeviceEvent
-    from devices.runtime.manager import DeviceManager, _last_presses, _load_from_database
+    from devices.runtime.manager import DeviceManager, _load_from_database, _seeds
 
     buttons = Device.objects.create(mac="AABBCC0000B1", vendor="shelly", generation=2, model_code="SNSN-0024X",
-                                    host="127.0.0.3", adopted=True, name="Scene buttons")
+                                    host="127.0.0.3", adopted=True, name="Scene buttons", online=True)
+    gone = Device.objects.create(mac="AABBCC0000B2", vendor="mystrom", model_code="107", host="127.0.0.4",
+                                 adopted=True, name="Garage plug", online=False)
+    Channel.objects.create(device=gone, key="relay", kind="switch", last_state={"key": "relay", "kind": "switch"})
     first = Channel.objects.create(device=buttons, key="input:0", kind="input",
                                    last_state={"key": "input:0", "kind": "input", "on": False})
     Channel.objects.create(device=buttons, key="input:1", kind="input",
@@ -197,11 +201,16 @@ def test_after_a_restart_input_cards_pushed_by_the_runtime_show_the_stored_press
     configs, catalogue, last_known = _load_from_database()
     manager = DeviceManager()
     manager._adopt_catalogue(catalogue)
-    presses = _last_presses(catalogue)
-    states, when = last_known[buttons.pk]
-    manager.store.load_last_known(buttons.pk, buttons.mac, states, when, events=presses.get(buttons.pk, ()))
+    presses, online = _seeds(catalogue)
+    for device in (buttons, gone):
+        states, when = last_known[device.pk]
+        manager.store.load_last_known(device.pk, device.mac, states, when, events=presses.get(device.pk, ()),
+                                      online=device.pk in online)
     pressed = manager.card_context(catalogue.channels[(buttons.pk, "input:0")])
     assert (pressed["last_event"].kind, pressed["last_event"].ts) == ("double", at.timestamp())
     card = render_to_string("devices/partials.html#channel-card", pressed)
     assert ">double <time" in card and "none seen yet" not in card
+    assert "is-stale" in card and "last known" in card and "is-offline" not in card
+    card = render_to_string("devices/partials.html#channel-card", manager.card_context(catalogue.channels[(gone.pk, "relay")]))
+    assert "is-offline" in card
     assert manager.card_context(catalogue.channels[(buttons.pk, "input:1")])["last_event"] is None
