@@ -91,6 +91,17 @@ class Device(models.Model):
     raw_info = models.JSONField(default=dict, blank=True)
     raw_status = models.JSONField(default=dict, blank=True)
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, unique=True, editable=False)
+    # Where discovery says a device with credentials now is. Anyone on the LAN can claim a
+    # MAC from any address, so for such a device this is a question for staff ("seems to
+    # have moved — confirm"), never a move: its secrets go only to an approved address.
+    pending_host = models.CharField(max_length=253, blank=True, editable=False)
+    pending_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    pending_found_by = models.CharField(max_length=10, choices=FoundBy.choices, blank=True, editable=False)
+    pending_since = models.DateTimeField(null=True, blank=True, editable=False)
+    pending_answered = models.BooleanField(
+        default=False, editable=False,
+        help_text="The new address answered with this MAC (without credentials); otherwise it only claimed it.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -132,6 +143,13 @@ class Device(models.Model):
     @property
     def address(self) -> str:
         return self.host if self.port == 80 else f"{self.host}:{self.port}"
+
+    @property
+    def pending_address(self) -> str:
+        if not self.pending_host:
+            return ""
+        shown = f"[{self.pending_host}]" if ":" in self.pending_host else self.pending_host
+        return shown if self.pending_port in (None, 80) else f"{shown}:{self.pending_port}"
 
 
 class Channel(models.Model):
