@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
-WORK = REPO / "var" / "bench"          # data dirs and logs of the last run (git-ignored)
+# Data dirs and logs of this run: a private temporary directory, never the household's ./var
+# (bench/run.py makes it, exports it to its children and removes it after a clean run).
+WORK = Path(os.environ.get("HOMEDASH_BENCH_WORK") or tempfile.mkdtemp(prefix="homedash-bench-"))
 PASSWORD = "bench-household-pw-1"
 USER = "demo"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -190,7 +190,8 @@ async def run(args) -> None:
         return None
 
     devices = json.loads(child.stdout.readline())
-    data = Path(tempfile.mkdtemp(prefix="hd-bench-logs-"))
+    # Inside the harness's work directory when run from bench/run.py (removed with it).
+    data = Path(tempfile.mkdtemp(prefix="hd-bench-logs-", dir=os.environ.get("HOMEDASH_BENCH_WORK")))
     server = LiveServer(data / "data", extra_env={"HOMEDASH_DEBUG_LOG_GRACE": "30", "HOMEDASH_LOG_LEVEL": "WARNING"})
     try:
         server.manage("migrate", "--noinput", "-v0")

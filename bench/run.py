@@ -5,15 +5,18 @@
     python bench/run.py --quick --only push,fanout
 
 Items: push, control, polling, fanout, footprint, page, debuglog. The quick mode checks no
-threshold and writes its report to var/bench/quick.md; the full mode writes
+threshold and writes no report unless --output names one; the full mode writes
 docs/benchmarks.md. Every server, simulator and client binds loopback; every loop is
-bounded in time.
+bounded in time. Data directories and logs live in a temporary directory (removed after a
+run where every item was measured, kept and named when one failed, or with --keep): the
+benchmarks never read or write the household's data directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "homedash.settings")
+if __name__ == "__main__":
+    # Before Django's settings load (they create the data directory and its secrets) and
+    # before bench.common picks its work directory; the children inherit both.
+    import tempfile
+
+    os.environ["HOMEDASH_BENCH_WORK"] = tempfile.mkdtemp(prefix="homedash-bench-")
+    os.environ["HOMEDASH_DATA_DIR"] = os.path.join(os.environ["HOMEDASH_BENCH_WORK"], "harness-data")
 
 from bench.common import WORK, Figure, Section, SkipItem, fmt, loadavg, machine  # noqa: E402
 
@@ -243,6 +253,7 @@ def main() -> int:
     group.add_argument("--full", action="store_true", help="the report sizes; writes docs/benchmarks.md")
     parser.add_argument("--only", default="", help="comma-separated items: " + ",".join(ITEMS))
     parser.add_argument("--output", default=None, help="where to write the report")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work directory (data dirs, logs)")
     parser.add_argument("--debuglog-seconds", type=float, default=None,
                         help="how long item 7 runs in the full mode (default 180; its target names 600)")
     args = parser.parse_args()
@@ -254,7 +265,7 @@ def main() -> int:
     unknown = only - set(ITEMS)
     if unknown:
         parser.error(f"unknown item(s): {', '.join(sorted(unknown))}; known: {', '.join(ITEMS)}")
-    WORK.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     info = machine()
@@ -272,9 +283,15 @@ def main() -> int:
     out = Path(args.output) if args.output else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"[bench] wrote {out} in {seconds:.0f} s", flush=True)
     skipped = [s.key for s in sections if s.skipped or (s.key == "debuglog" and s.error)]
     failed = [s.key for s in sections if s.error and s.key not in skipped]
+    keep = args.keep or bool(failed)
+    if not keep:
+        shutil.rmtree(WORK, ignore_errors=True)
+    print(f"[bench] {'wrote ' + str(out) if out.exists() else 'report not kept (--output FILE keeps it)'} "
+          f"in {seconds:.0f} s", flush=True)
+    if keep:
+        print(f"[bench] data directories and logs kept in {WORK}", flush=True)
     if failed:
         print(f"[bench] items that could not be measured: {', '.join(failed)}", file=sys.stderr)
     # A plain closing line (make test runs this after pytest).

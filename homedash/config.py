@@ -94,18 +94,64 @@ def env_address(name: str, default: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data dir
+# The data directory holds the household's secrets (the session key, the key that decrypts
+# the devices' passwords, the database): nobody but homedash's own user may read any of it.
+PRIVATE_DIR = 0o700
+
+
 def data_dir(base_dir: Path) -> Path:
     raw = _raw("DATA_DIR")
     path = Path(raw).expanduser() if raw else base_dir / "var"
     if not path.is_absolute():
         path = (Path.cwd() / path).resolve()
+    # Before anything opens a file: SQLite creates its -wal, -shm and journal files itself,
+    # collectstatic and the debug-log state write their own, and all of them take their mode
+    # from the process umask.
+    os.umask(0o077)
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail("DATA_DIR", f"cannot create {str(path)!r}: {exc.strerror}") from None
     if not os.access(path, os.W_OK):
         raise _fail("DATA_DIR", f"{str(path)!r} is not writable")
+    tighten(path)
     return path
+
+
+def _tighten_one(path: Path) -> None:
+    """Take group and other rights away (the owner's stay as they were)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        return  # never follow a link out of the directory, never touch someone else's file
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        try:
+            path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+        except OSError:
+            pass
+
+
+def tighten(directory: Path) -> None:
+    """An existing data directory may come from an older homedash, a backup restored with
+    default modes or a hand-made `mkdir` (0755, files 0644): take group and other rights
+    away from the directory, the files directly in it and the collected static tree. Only
+    those: a data directory pointed at a shared place keeps the rest of it as it was."""
+    _tighten_one(directory)
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file() and not entry.is_symlink():
+            _tighten_one(entry)
+    static = directory / "static"
+    if static.is_dir() and not static.is_symlink():
+        for root, dirs, files in os.walk(static):
+            _tighten_one(Path(root))
+            for name in files:
+                _tighten_one(Path(root) / name)
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -171,6 +217,9 @@ def database(directory: Path) -> dict:
             rest = url[len("sqlite:"):].removeprefix("//")
             if rest not in ("", "/"):
                 path = Path(rest if rest.startswith("/") else Path.cwd() / rest)
+                # A database kept outside the data directory is just as private.
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    _tighten_one(path.with_name(path.name + suffix))
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(path),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.payloads import PAYLOADS, REPO, load_payload, payload_files  # noqa: F401  (re-exported)
@@ -21,3 +23,18 @@ def fast_password_hashing():
 
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
         yield
+
+
+def pytest_configure(config):
+    """The suite never runs in the household's data directory (./var by default): its test
+    database, debug-log state and collected files would land beside the household's. pytest-django
+    loads the settings before this file, so the directory is chosen outside: `make test`
+    makes a temporary one and removes it afterwards."""
+    from django.conf import settings
+
+    household = (REPO / "var").resolve()
+    data = Path(settings.DATA_DIR).resolve()
+    if data == household or household in data.parents:
+        pytest.exit(
+            f"the tests would use {data}, the household's data directory: run `make test` / "
+            "`make test-fast`, or set HOMEDASH_DATA_DIR=$(mktemp -d)", returncode=4)

@@ -112,11 +112,12 @@ def test_loosened_permissions_are_tightened(env, tmp_path):
     assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
 
 
-def _manage(args, env_extra, tmp_path):
+def _manage(args, env_extra, tmp_path, umask=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEDASH_")}
     env.update({"HOMEDASH_DATA_DIR": str(tmp_path / "data")}, **env_extra)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          preexec_fn=None if umask is None else (lambda: os.umask(umask)))
 
 
 def test_manage_py_reports_a_bad_variable_without_traceback(tmp_path):
@@ -132,3 +133,54 @@ def test_first_start_creates_its_secrets(tmp_path):
     for name in ("secret_key", "encryption_keys"):
         path = tmp_path / "data" / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_existing_open_data_directory_is_made_private(env, tmp_path):
+    """A directory made by hand or restored from a backup (0755, files 0644) is tightened."""
+    data = tmp_path / "data"
+    (data / "static" / "css").mkdir(parents=True)
+    for path in (data, data / "static", data / "static" / "css"):
+        path.chmod(0o755)
+    for path in (data / "homedash.sqlite3", data / "secret_key", data / "debuglogs.json",
+                 data / "static" / "css" / "app.css"):
+        path.write_text("x")
+        path.chmod(0o644)
+    elsewhere = tmp_path / "not-ours.txt"  # a link out of the directory is not followed
+    elsewhere.write_text("x")
+    elsewhere.chmod(0o644)
+    (data / "link").symlink_to(elsewhere)
+    env("DATA_DIR", str(data))
+
+    assert config.data_dir(REPO) == data
+
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(data) == 0o700
+    assert mode(data / "static") == 0o700 and mode(data / "static" / "css") == 0o700
+    for name in ("homedash.sqlite3", "secret_key", "debuglogs.json", "static/css/app.css"):
+        assert mode(data / name) == 0o600, name
+    assert mode(elsewhere) == 0o644
+
+
+def test_files_homedash_creates_are_private(tmp_path):
+    """The umask is set before anything opens a file: the database SQLite creates, and its
+    -wal and -shm files, are 0600 even in a directory that existed as 0755."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    script = (
+        "import os, stat\n"
+        "from django.conf import settings\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as c:\n"
+        "    c.execute('create table t (x)'); c.execute('insert into t values (1)')\n"
+        "    for p in sorted(settings.DATA_DIR.iterdir()):\n"
+        "        print('mode', p.name, oct(stat.S_IMODE(p.stat().st_mode)))\n"
+    )
+    # Started as a shell usually starts it (this test process already runs under 077).
+    result = _manage(["shell", "-c", script], {}, tmp_path, umask=0o022)
+    assert result.returncode == 0, result.stderr
+    modes = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("mode "))
+    assert {"homedash.sqlite3", "homedash.sqlite3-wal", "homedash.sqlite3-shm", "secret_key",
+            "encryption_keys"} <= set(modes), modes
+    assert set(modes.values()) == {"0o600"}, modes
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
