@@ -3,9 +3,11 @@ which addresses we are willing to talk to, and the rate limiter that keeps disco
 flooding the household's network.
 
 Everything that arrives here came from the LAN and is untrusted: an announcement's MAC, an
-mDNS instance name, a host typed by a user. A candidate is *confirmed* only when the device
+mDNS instance name, a host typed by a user. A candidate is *confirmed* when something
 answers at that address with the MAC we expected; unconfirmed candidates may fill the
-inbox but never move a known device (see ``inbox.record``).
+inbox but never move a known device (see ``inbox.record``). Confirmed is not proven:
+anything on the LAN can answer with any MAC, so no probe here carries a device's stored
+credentials to an address the household did not approve (docs/security.md).
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def make_probe_client() -> httpx.AsyncClient:
 class Candidate:
     """A device found somewhere on the LAN: who it says it is and where it answered.
 
-    ``confirmed`` means the device answered at ``host:port`` with ``info.mac``; only then
-    may it move a known device to this address.
+    ``confirmed`` means something answered at ``host:port`` with ``info.mac``; only then
+    may it move a known device without credentials to this address (one with credentials
+    gets a pending move for staff to confirm).
     """
 
     info: DeviceInfo

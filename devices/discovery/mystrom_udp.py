@@ -3,10 +3,16 @@
 the datagram's source address is the device.
 
 An announcement is only a claim. Each MAC is probed over HTTP (``/api/v1/info``, falling
-back to ``/info.json``) to confirm the MAC answers at that address and to learn its
+back to ``/info.json``) to learn whether something answers there with that MAC, and its
 firmware — at most once per MAC per probe window, a bounded number at a time, and again
 only when the address changes or the last answer has grown old. Forged packets therefore
 cost a bounded table entry and, at worst, one small GET per window.
+
+A stored token goes only to the device's approved address (the one in the database), and
+there it goes with the first request: a token-protected device refuses a tokenless one
+anyway. Announced from anywhere else, a known MAC is probed without any token, and for a
+device with credentials the inbox turns whatever comes back into a pending move for staff
+to confirm (see inbox.py and docs/security.md): an answer from a new address proves nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -28,6 +35,9 @@ from devices.drivers.mystrom import MYSTROM_TYPES
 from devices.drivers.types import DeviceInfo
 
 from .identify import Candidate, ProbeSlots, address_allowed, describe_error, identify, identify_mystrom
+
+if TYPE_CHECKING:
+    from .inbox import KnownDevice
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +192,7 @@ class _Heard:
 
 
 Found = Callable[[Candidate], Awaitable[None]]
-TokenLookup = Callable[[str], Awaitable[str | None]]
+KnownLookup = Callable[[str], Awaitable["KnownDevice | None"]]
 
 
 class MyStromListener:
@@ -201,7 +211,7 @@ class MyStromListener:
         refresh_after: float = REFRESH_AFTER,
         max_probes: int = MAX_PROBES,
         max_devices: int = MAX_DEVICES,
-        token_for: TokenLookup | None = None,
+        known: KnownLookup | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -213,7 +223,7 @@ class MyStromListener:
         self.probe_window = probe_window
         self.refresh_after = refresh_after
         self.max_devices = max_devices
-        self.token_for = token_for
+        self.known = known  # MAC -> approved address and token (inbox.known_device)
         self.clock = clock
         self.slots = ProbeSlots(max_probes)
         self._heard: collections.OrderedDict[str, _Heard] = collections.OrderedDict()
@@ -323,18 +333,40 @@ class MyStromListener:
             self._probing.pop(ann.mac, None)
 
     async def _identify(self, ann: Announcement, host: str) -> Candidate | None:
+        known = await self.known(ann.mac) if self.known is not None else None
+        if known is not None and known.token and known.at(host):
+            return await self._identify_at_home(ann, known)
+        # Unknown, without a token, or announced from an address staff never approved:
+        # nothing secret is sent. (For a device with credentials the inbox makes whatever
+        # this finds a pending move, never a move.)
         port = self.device_port
         try:
             info = await identify(self.client, host, port, vendor="mystrom")
         except AuthRequired:
-            info = await self._identify_with_token(ann, host)
-            if info is None:
-                # 404 everywhere: a token is set (or REST is off). The announcement is all
-                # we know; the inbox shows it as needing credentials.
-                return Candidate(info_from_announcement(ann, auth_required=True), host, port, "udp", confirmed=False)
+            # 404 everywhere: a token is set (or REST is off). The announcement is all
+            # we know; the inbox shows it as needing credentials.
+            return Candidate(info_from_announcement(ann, auth_required=True), host, port, "udp", confirmed=False)
         except DeviceError as exc:
             log.debug("myStrom %s announced from %s but did not answer: %s", ann.mac, host, describe_error(exc))
             return None
+        return self._candidate(ann, info, host, port)
+
+    async def _identify_at_home(self, ann: Announcement, known: KnownDevice) -> Candidate | None:
+        """The device at its approved address, asked with its token from the first request
+        (a tokenless one is refused by a protected device and only costs it two 404s)."""
+        try:
+            info = await identify_mystrom(self.client, known.host, known.port, token=known.token)
+        except (DeviceError, TimeoutError) as exc:
+            # Wrong token (changed on the device) or not answering: the runtime, which
+            # talks to it with the same token, says so on the device page.
+            log.debug("myStrom %s at its address %s did not answer with its token: %s",
+                      ann.mac, known.host, describe_error(exc))
+            return Candidate(info_from_announcement(ann, auth_required=True), known.host, known.port, "udp",
+                             confirmed=False)
+        info.auth_enabled = True  # it answers with the token
+        return self._candidate(ann, info, known.host, known.port)
+
+    def _candidate(self, ann: Announcement, info: DeviceInfo | None, host: str, port: int) -> Candidate | None:
         if info is None:
             log.debug("%s announced myStrom %s but is no myStrom device", host, ann.mac)
             return None
@@ -345,21 +377,6 @@ class MyStromListener:
             log.warning("%s announced MAC %s but its info says %s; ignored", host, ann.mac, info.mac)
             return None
         return Candidate(info, host, port, "udp", confirmed=True)
-
-    async def _identify_with_token(self, ann: Announcement, host: str) -> DeviceInfo | None:
-        """A known device with a stored token can still prove who it is."""
-        if self.token_for is None:
-            return None
-        token = await self.token_for(ann.mac)
-        if not token:
-            return None
-        try:
-            info = await identify_mystrom(self.client, host, self.device_port, token=token)
-        except (DeviceError, TimeoutError) as exc:
-            log.debug("myStrom %s at %s refused its stored token: %s", ann.mac, host, describe_error(exc))
-            return None
-        info.auth_enabled = True  # it answered only with the token
-        return info
 
     def heard(self) -> dict[str, str]:
         """MAC -> last sender address (bounded by ``max_devices``)."""

@@ -84,7 +84,7 @@ class Discovery:
                 probe_window=probe_window,
                 refresh_after=refresh_after,
                 max_probes=max_probes,
-                token_for=sync_to_async(inbox.token_for),
+                known=sync_to_async(inbox.known_device),
             )
         if mdns:
             self.mdns = ShellyBrowser(

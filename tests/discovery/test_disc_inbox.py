@@ -192,13 +192,21 @@ def test_integrity_race_becomes_an_update(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_token_lookup_only_for_known_mystrom_devices():
+def test_known_device_lookup_gives_the_token_only_with_its_approved_address():
     Device.objects.create(mac="30AEA4000001", vendor="mystrom", host="192.168.1.30",
                           credentials=Credentials(token="geheim"))
     Device.objects.create(mac="30AEA4000002", vendor="mystrom", host="192.168.1.31")
-    assert inbox.token_for("30AEA4000001") == "geheim"
-    assert inbox.token_for("30AEA4000002") is None
-    assert inbox.token_for("AAAAAAAAAAAA") is None
+    Device.objects.create(mac="441793D69718", vendor="shelly", host="192.168.1.32",
+                          credentials=Credentials(username="admin", password="pw"))
+    known = inbox.known_device("30AEA4000001")
+    assert (known.host, known.port, known.protected, known.token) == ("192.168.1.30", 80, True, "geheim")
+    assert known.at("192.168.1.30") and not known.at("192.168.1.50")
+    assert "geheim" not in repr(known)
+    bare = inbox.known_device("30AEA4000002")
+    assert (bare.protected, bare.token) == (False, None)
+    shelly = inbox.known_device("441793D69718")
+    assert (shelly.protected, shelly.token) == (True, None)  # a password is never handed out
+    assert inbox.known_device("AAAAAAAAAAAA") is None
 
 
 @pytest.mark.django_db

@@ -220,12 +220,15 @@ async def test_token_protected_switch_waits_in_inbox_needing_credentials(loopbac
         device = await wait_for(lambda: Device.objects.filter(mac="30AEA4ABCDEF").first())
         assert device.auth_required and device.model_code == "WS2" and device.host == first
 
-        # Once the household stored the token, a move can be proven with it.
+        # Once the household stored the token, an announcement from a new address is only
+        # a claim: the token is never sent there, and staff are asked to confirm the move.
         device.credentials = Credentials(token="geheim")
         await sync_to_async(device.save)()
         await switch.move_to(second, http_port)
-        moved = await wait_for(lambda: Device.objects.filter(mac="30AEA4ABCDEF", host=second).first())
-        assert moved.firmware == switch.firmware and moved.auth_required
+        pending = await wait_for(lambda: Device.objects.filter(mac="30AEA4ABCDEF", pending_host=second).first())
+        assert (pending.host, pending.pending_port, pending.pending_found_by) == (first, http_port, "udp")
+        assert not pending.pending_answered  # tokenless, the device only answers 404
+        assert await sync_to_async(DeviceEvent.objects.filter(device=pending, kind="move_pending").count)() == 1
     finally:
         await switch.stop()
         await discovery.stop()
