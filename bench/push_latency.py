@@ -158,7 +158,7 @@ class Browsers:
 
     def __init__(self, playwright, url: str, cookies: dict[str, str]) -> None:
         from bench.common import chromium_path
-        from tests.browser import CHROMIUM_ARGS
+        from homedash.chromium import CHROMIUM_ARGS
 
         self.url = url
         self.cookies = cookies

@@ -20,7 +20,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.browser import CHROMIUM_ARGS  # noqa: E402
+from homedash.chromium import CHROMIUM_ARGS  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"

@@ -7,12 +7,7 @@ import shutil
 
 import pytest
 
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    # Without these Chromium keeps trying to reach Google's servers.
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--disable-quic",
-]
+from homedash.chromium import CHROMIUM_ARGS  # noqa: F401  (re-exported: one list, see there)
 
 
 def chromium_path() -> str:
