@@ -51,6 +51,7 @@ from django.utils.html import escape, format_html
 
 from devices.drivers.debuglog import LINE_CAP, DebugLogStream, parse_udp_log_datagram
 from devices.drivers.errors import AuthRequired, DeviceError, Throttled, Unsupported, WrongCredentials
+from devices.drivers.gate import DeviceGate, gate_for
 from devices.drivers.types import LogLine, mac_from_shelly_id
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,12 @@ def _device_facts(pk: int) -> DeviceFacts | None:
     return DeviceFacts(pk=device.pk, name=str(device)[:MAX_NAME], mac=device.mac, vendor=device.vendor,
                        generation=device.generation, host=device.host, port=device.port,
                        password=getattr(creds, "password", "") or "")
+
+
+def device_gate(facts: DeviceFacts) -> DeviceGate:
+    """The device's one turn in this process (drivers/gate.py), the same the runtime's
+    session takes. In scaled mode it lives in the worker that owns the device."""
+    return gate_for(mac=facts.mac, host=facts.host, port=facts.port)
 
 
 def _audit(pk: int, action: str, result: str, detail: str) -> None:
@@ -592,7 +599,10 @@ class LogHub:
         rpc = getattr(getattr(session, "adapter", None), "rpc", None)
         if rpc is not None and getattr(rpc, "connected", False):
             return rpc
-        return ShellyRpcHttp(self._client, facts.host, facts.port, password=facts.password or None)
+        # Over HTTP still the device's one turn: the runtime's polls and commands, a probe
+        # and this Sys.SetConfig never overlap on the wire (drivers/gate.py).
+        return ShellyRpcHttp(self._client, facts.host, facts.port, password=facts.password or None,
+                             gate=device_gate(facts))
 
     async def start(self, pk: int, source: str = "websocket", *, by: str = "", pinned: bool = False) -> dict:
         if source not in SOURCES:
@@ -765,7 +775,7 @@ class LogHub:
             attempt += 1
             facts = entry.facts
             stream = DebugLogStream(facts.host, facts.port, password=facts.password or None, device=entry.name,
-                                    line_cap=self.line_cap)
+                                    line_cap=self.line_cap, gate=device_gate(facts))
             try:
                 await stream.open()
             except (WrongCredentials, AuthRequired) as exc:

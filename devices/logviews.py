@@ -316,19 +316,23 @@ async def fetch_gen1_debug_file(device: Device) -> dict:
 
     from devices.drivers import http
     from devices.drivers.errors import DeviceError
+    from devices.drivers.gate import gate_for
     from devices.drivers.shelly_gen1 import ShellyGen1
 
     creds = device.credentials
     username, password = getattr(creds, "username", "") or "admin", getattr(creds, "password", "") or None
+    # The device's one turn (drivers/gate.py), as for the runtime's polls of it.
+    gate = gate_for(mac=device.mac, host=device.host, port=device.port)
     async with http.make_client() as client:
         try:
             settings = await ShellyGen1(client, device.host, device.port, username=username, password=password,
-                                        device=device.mac).settings()
+                                        device=device.mac, gate=gate).settings()
             if not settings.get("debug_enable"):
                 return {"enabled": False}
-            reply = await http.request(client, "GET", http.base_url(device.host, device.port) + "/debug/log",
-                                       host=device.host, cap=GEN1_FILE_CAP,
-                                       auth=httpx.BasicAuth(username, password) if password else None)
+            async with gate:
+                reply = await http.request(client, "GET", http.base_url(device.host, device.port) + "/debug/log",
+                                           host=device.host, cap=GEN1_FILE_CAP,
+                                           auth=httpx.BasicAuth(username, password) if password else None)
         except DeviceError as exc:
             return {"error": debuglogs.describe(exc)}
     if reply.status == 404:

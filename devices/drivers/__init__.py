@@ -25,6 +25,7 @@ from .errors import (
     Unsupported,
     WrongCredentials,
 )
+from .gate import DeviceGate, gate_for
 from .http import make_client
 from .mystrom import (
     MyStrom,
@@ -57,13 +58,16 @@ def _looks_like_shelly(data: object) -> bool:
     return isinstance(data, dict) and ("gen" in data or ("type" in data and "fw" in data))
 
 
-async def probe(client: httpx.AsyncClient, host: str, port: int = 80) -> DeviceInfo:
+async def probe(client: httpx.AsyncClient, host: str, port: int = 80, *, gate: DeviceGate | None = None) -> DeviceInfo:
     """Identify whatever answers at ``host:port``: ``/shelly`` first (every Shelly
-    generation answers it without auth), then the myStrom info endpoints.
+    generation answers it without auth), then the myStrom info endpoints. Each request
+    takes ``gate`` (default: the turn of that address, see gate.py).
 
     Raises the usual typed errors; a myStrom device with a token answers AuthRequired.
     """
-    reply = await http.request(client, "GET", http.base_url(host, port) + "/shelly", host=host)
+    gate = gate if gate is not None else gate_for(host=host, port=port)
+    async with gate:
+        reply = await http.request(client, "GET", http.base_url(host, port) + "/shelly", host=host)
     if reply.status == 200:
         try:
             data = reply.json()
@@ -74,7 +78,7 @@ async def probe(client: httpx.AsyncClient, host: str, port: int = 80) -> DeviceI
                 return parse_shelly_info(data)
             except ProtocolError as exc:
                 raise ProtocolError(exc.message, host=host) from exc
-    return await MyStrom(client, host, port).info()
+    return await MyStrom(client, host, port, gate=gate).info()
 
 
 __all__ = [
@@ -84,6 +88,7 @@ __all__ = [
     "CorsRefused",
     "DebugLogStream",
     "DeviceError",
+    "DeviceGate",
     "DeviceInfo",
     "DeviceTimeout",
     "Event",
@@ -105,6 +110,7 @@ __all__ = [
     "Unreachable",
     "Unsupported",
     "WrongCredentials",
+    "gate_for",
     "gen1_events",
     "make_client",
     "merge_status",

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import http
 from .errors import AuthRequired, DeviceError, ProtocolError, Throttled, Unreachable, Unsupported, WrongCredentials
+from .gate import DeviceGate, gate_for
 from .shelly_rpc import WS_CLOSE_TIMEOUT, WS_OPEN_TIMEOUT, translate_ws_error, digest_authorization, parse_www_authenticate
 from .types import LogLine, as_float, as_int
 
@@ -147,6 +148,7 @@ class DebugLogStream:
         line_cap: int = LINE_CAP,
         open_timeout: float = WS_OPEN_TIMEOUT,
         max_size: int = DEBUG_WS_MAX_SIZE,
+        gate: DeviceGate | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -161,6 +163,10 @@ class DebugLogStream:
         # us without asking although we hold a password (fw < 1.0.0 serves anyone).
         self.authenticated: bool | None = None
         self._ws: ClientConnection | None = None
+        # The stream itself is not a request, but opening it is an HTTP upgrade with a
+        # digest exchange, which fw 2.x counts like any other authentication: it takes
+        # the device's turn (see gate.py) and gives it back once the socket is open.
+        self.gate = gate if gate is not None else gate_for(host=host, port=port)
 
     async def _connect(self, headers: dict[str, str] | None) -> ClientConnection:
         return await connect(
@@ -176,6 +182,10 @@ class DebugLogStream:
         )
 
     async def open(self) -> None:
+        async with self.gate:
+            await self._open()
+
+    async def _open(self) -> None:
         try:
             try:
                 self._ws = await self._connect(None)

@@ -13,7 +13,6 @@ raise ProtocolError; the ``MyStrom`` class adds transport, one-request-at-a-time
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from .errors import (
     ProtocolError,
     Unsupported,
 )
+from .gate import DeviceGate, gate_for
 from .types import (
     ChannelState,
     DeviceInfo,
@@ -399,6 +399,7 @@ class MyStrom:
         mac: str | None = None,
         send_referer: bool = False,
         energy: MyStromEnergy | None = None,
+        gate: DeviceGate | None = None,
     ) -> None:
         self.client = client
         self.host = host
@@ -408,7 +409,9 @@ class MyStrom:
         self.send_referer = send_referer
         self.energy = energy if energy is not None else MyStromEnergy()
         self.base = http.base_url(host, port)
-        self._lock = asyncio.Lock()
+        # The device's one turn, shared with every other driver of it in this process
+        # (discovery, runtime, views): see gate.py.
+        self.gate = gate if gate is not None else gate_for(mac=self.mac, host=host, port=port)
 
     # ------------------------------------------------------------- transport
     def _headers(self, *, token: bool = True, content_type: str | None = None) -> dict[str, str]:
@@ -498,7 +501,7 @@ class MyStrom:
     async def info(self) -> DeviceInfo:
         """``/api/v1/info``, falling back to ``/info.json`` when the answer is not a JSON
         object (Switch v1 redirects to HTML)."""
-        async with self._lock:
+        async with self.gate:
             first = await self._send("GET", "/api/v1/info", allow=(301, 302, 303, 307, 308, 404))
             if first.status == 200:
                 try:
@@ -526,7 +529,7 @@ class MyStrom:
             raise ProtocolError(exc.message, status=exc.status, host=self.host) from exc
 
     async def settings(self) -> dict[str, Any]:
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/api/v1/settings")
         if not isinstance(data, dict):
             raise ProtocolError("settings reply is not a JSON object", host=self.host)
@@ -534,7 +537,7 @@ class MyStrom:
 
     async def set_settings(self, **patch: Any) -> dict[str, Any]:
         """POST a partial settings object (``name=``, ``token=``, ``temp_offset=`` ...)."""
-        async with self._lock:
+        async with self.gate:
             reply = await self._send(
                 "POST", "/api/v1/settings", content=json.dumps(patch), content_type="application/json"
             )
@@ -551,12 +554,12 @@ class MyStrom:
         """Switch the CORS protection on or off (it does not affect us; it affects
         browsers and clients that send Accept-Encoding)."""
         path = "/api/v1/protection/enable" if enabled else "/api/v1/protection/disable"
-        async with self._lock:
+        async with self.gate:
             await self._send("POST", path)
 
     # ------------------------------------------------------------- switch
     async def report(self) -> ChannelState:
-        async with self._lock:
+        async with self.gate:
             return await self._report()
 
     async def _report(self) -> ChannelState:
@@ -565,12 +568,12 @@ class MyStrom:
 
     async def set_relay(self, on: bool) -> ChannelState:
         """``/relay?state=`` answers with an empty body, so the state is re-read."""
-        async with self._lock:
+        async with self.gate:
             await self._send("GET", "/relay", params={"state": "1" if on else "0"})
             return await self._report()
 
     async def toggle(self) -> ChannelState:
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/toggle")
             new = as_bool(as_dict(data).get("relay"))
             state = await self._report()
@@ -582,7 +585,7 @@ class MyStrom:
         """Off, wait, on. The relay must be on (the device refuses otherwise)."""
         if not isinstance(seconds, int) or not 1 <= seconds <= MAX_TIMER_S:
             raise ValueError(f"seconds must be 1..{MAX_TIMER_S}")
-        async with self._lock:
+        async with self.gate:
             await self._send("GET", "/power_cycle", params={"time": str(seconds)})
 
     async def timer(self, mode: str, seconds: int) -> None:
@@ -591,7 +594,7 @@ class MyStrom:
             raise ValueError("mode must be on, off, toggle or none")
         if not isinstance(seconds, int) or not 0 <= seconds <= MAX_TIMER_S:
             raise ValueError(f"seconds must be 0..{MAX_TIMER_S}")
-        async with self._lock:
+        async with self.gate:
             await self._send(
                 "POST",
                 "/timer",
@@ -601,7 +604,7 @@ class MyStrom:
 
     async def temperature(self) -> MyStromTemperature:
         """``/api/v1/temperature``, or the old ``/temp`` on firmware without it."""
-        async with self._lock:
+        async with self.gate:
             try:
                 data = await self._json("GET", "/api/v1/temperature")
             except Unsupported:
@@ -620,7 +623,7 @@ class MyStrom:
         return mac
 
     async def light_state(self) -> ChannelState:
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/api/v1/device")
         return self._parsed(parse_light_device, data, self.mac)
 
@@ -663,7 +666,7 @@ class MyStrom:
             parts.append(f"ramp={ramp_ms}")
         if not parts:
             raise ValueError("nothing to set")
-        async with self._lock:
+        async with self.gate:
             mac = await self._device_mac()
             data = await self._json(
                 "POST",
@@ -685,13 +688,13 @@ class MyStrom:
     # ------------------------------------------------------------- sensors / buttons
     async def sensors(self) -> list[ChannelState]:
         """Motion sensor (motion, light, temperature) or Button Plus 2nd gen readings."""
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/api/v1/sensors")
         return self._parsed(parse_sensors, data)
 
     async def button(self) -> tuple[ChannelState, dict[str, str]]:
         """Button / Button+ (awake only): battery state and the configured action URLs."""
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/api/v1/device")
         return self._parsed(parse_button_device, data, self.mac)
 
@@ -699,7 +702,7 @@ class MyStrom:
         """All action URLs: ``/api/v1/action`` (button, PIR) or, with ``plural``,
         ``/api/v1/actions`` (Button Plus 2nd gen). Keys like "single", "pir/rise",
         "btn1/double"."""
-        async with self._lock:
+        async with self.gate:
             data = await self._json("GET", "/api/v1/actions" if plural else "/api/v1/action")
         return self._parsed(parse_actions, data)
 
@@ -710,7 +713,7 @@ class MyStrom:
             raise ValueError("bad action name")
         if not isinstance(url, str) or len(url) > MAX_ACTION_URL or any(c in url for c in "\r\n\0"):
             raise ValueError(f"url must be a single line of at most {MAX_ACTION_URL} characters")
-        async with self._lock:
+        async with self.gate:
             await self._send("POST", f"/api/v1/action/{name}", content=url.encode(), content_type="text/plain")
 
 

@@ -11,7 +11,6 @@ consecutive polls.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ import httpx
 
 from . import http
 from .errors import AuthRequired, ProtocolError, Unsupported, WrongCredentials
+from .gate import DeviceGate, gate_for
 from .types import (
     ChannelState,
     DeviceInfo,
@@ -550,6 +550,7 @@ class ShellyGen1:
         username: str = "admin",
         password: str | None = None,
         device: str = "",
+        gate: DeviceGate | None = None,
     ) -> None:
         self.client = client
         self.host = host
@@ -557,7 +558,8 @@ class ShellyGen1:
         self.base = http.base_url(host, port)
         self.device = device or host
         self._auth = httpx.BasicAuth(username, password) if password else None
-        self._lock = asyncio.Lock()
+        # The device's one turn, shared with every other driver of it in this process.
+        self.gate = gate if gate is not None else gate_for(mac=device or None, host=host, port=port)
         self._last_status: dict[str, Any] | None = None
 
     def set_credentials(self, username: str = "admin", password: str | None = None) -> None:
@@ -584,7 +586,7 @@ class ShellyGen1:
 
     async def shelly(self) -> DeviceInfo:
         """``/shelly`` - never needs auth."""
-        async with self._lock:
+        async with self.gate:
             data = await self._get("/shelly", auth=False)
         try:
             return parse_shelly_info(data)
@@ -592,14 +594,14 @@ class ShellyGen1:
             raise ProtocolError(exc.message, host=self.host) from exc
 
     async def status(self) -> dict[str, Any]:
-        async with self._lock:
+        async with self.gate:
             data = await self._get("/status")
         if not isinstance(data, dict):
             raise ProtocolError("status is not a JSON object", host=self.host)
         return data
 
     async def settings(self) -> dict[str, Any]:
-        async with self._lock:
+        async with self.gate:
             data = await self._get("/settings")
         if not isinstance(data, dict):
             raise ProtocolError("settings is not a JSON object", host=self.host)
@@ -621,7 +623,7 @@ class ShellyGen1:
         return parse_gen1_status(await self.status())
 
     async def _command(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        async with self._lock:
+        async with self.gate:
             data = await self._get(path, params)
         if not isinstance(data, dict):
             raise ProtocolError(f"{path} reply is not a JSON object", host=self.host)

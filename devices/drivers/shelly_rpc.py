@@ -49,6 +49,7 @@ from .errors import (
     Unsupported,
     WrongCredentials,
 )
+from .gate import DeviceGate, gate_for
 from .shelly_gen1 import parse_shelly_info
 from .types import (
     ChannelState,
@@ -828,6 +829,8 @@ class ShellyRpcHttp(RpcMethods):
         src: str | None = None,
         throttle_retries: int = 1,
         throttle_backoff: float = THROTTLE_BACKOFF,
+        mac: str | None = None,
+        gate: DeviceGate | None = None,
     ) -> None:
         self.client = client
         self.host = host
@@ -838,7 +841,9 @@ class ShellyRpcHttp(RpcMethods):
         self.throttle_backoff = throttle_backoff
         self._password = password or None
         self._auth: httpx.DigestAuth | None = httpx.DigestAuth(AUTH_USER, password) if password else None
-        self._lock = asyncio.Lock()
+        # The device's one turn, shared with its websocket session and every other driver
+        # of it in this process (see gate.py).
+        self.gate = gate if gate is not None else gate_for(mac=mac, host=host, port=port)
         self._ids = itertools.count(1)
         self._throttle_level = 0
 
@@ -858,7 +863,7 @@ class ShellyRpcHttp(RpcMethods):
         if cap is None:
             # Configuration and component dumps are the only big replies a device sends.
             cap = http.DEBUG_BODY_CAP if method in LARGE_REPLY_METHODS else http.STATUS_BODY_CAP
-        async with self._lock:
+        async with self.gate:
             throttle_left = self.throttle_retries
             stale_left = 1
             while True:
@@ -994,6 +999,8 @@ class ShellyRpcSession(RpcMethods):
         throttle_backoff: float = THROTTLE_BACKOFF,
         max_size: int = WS_MAX_SIZE,
         rng: random.Random | None = None,
+        mac: str | None = None,
+        gate: DeviceGate | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -1024,7 +1031,9 @@ class ShellyRpcSession(RpcMethods):
         self._closing = False
         self._connected = asyncio.Event()
         self._attempt_done = asyncio.Event()
-        self._lock = asyncio.Lock()
+        # Requests over the socket take the same turn as HTTP RPC calls to the device: the
+        # firmware sees one client either way (see gate.py). Notifications are not requests.
+        self.gate = gate if gate is not None else gate_for(mac=mac, host=host, port=port)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._subscribers: list[Callable[[SessionUpdate], None]] = []
@@ -1203,7 +1212,7 @@ class ShellyRpcSession(RpcMethods):
 
     async def _bootstrap(self, ws: ClientConnection) -> None:
         """GetDeviceInfo (arms notifications and gives the realm) then GetStatus."""
-        async with self._lock:
+        async with self.gate:
             info = parse_shelly_info(await self._call_locked(ws, "Shelly.GetDeviceInfo", None, self.call_timeout))
             self.info = info
             self.device_id = info.auth_domain or info.device_id
@@ -1302,7 +1311,7 @@ class ShellyRpcSession(RpcMethods):
         ws = self._ws
         if ws is None:
             raise Unreachable("not connected", host=self.host)
-        async with self._lock:
+        async with self.gate:
             return await self._call_locked(ws, method, params, timeout)
 
     async def _roundtrip(self, ws: ClientConnection, frame: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -28,7 +28,8 @@ WATCH_TICK = 1.0  # seconds between checks of the connection while following
 class RpcAdapter(Adapter):
     def __init__(self, config: DeviceConfig, client: httpx.AsyncClient, *, safety_poll: float = SAFETY_POLL) -> None:
         super().__init__(config, client)
-        self.rpc = ShellyRpcSession(config.host, config.port, password=config.password or None, device=config.mac)
+        self.rpc = ShellyRpcSession(config.host, config.port, password=config.password or None, device=config.mac,
+                                    gate=self.gate)
         # Sleepers are off the network between wakes: they come to us (outbound websocket).
         self.push = not config.sleeping
         self.safety_poll = safety_poll
@@ -99,7 +100,8 @@ class RpcAdapter(Adapter):
             return self.rpc
         from devices.drivers.shelly_rpc import ShellyRpcHttp
 
-        return ShellyRpcHttp(self.client, self.config.host, self.config.port, password=self.config.password or None)
+        return ShellyRpcHttp(self.client, self.config.host, self.config.port, password=self.config.password or None,
+                             gate=self.gate)
 
     async def point_outbound_websocket(self, server: str | None) -> bool:
         """Point the device's outbound websocket (`ws.server`) at homedash, or switch it off

@@ -1,9 +1,10 @@
 """One session per adopted device: the only path between homedash and that device.
 
-A session owns the device's driver (and with it the driver's per-device lock, so polls and
-commands never overlap on the wire), decides how to follow the device — push where the
-device can push, polling where it cannot, nothing for sleepers that report by themselves —
-and turns every answer or failure into a StateStore update. Start-up is staggered and
+A session owns the device's driver (and with it the device's gate, shared with every other
+part of homedash that talks to the device, so nothing overlaps on the wire), decides how
+to follow the device — push where the device can push, polling where it cannot, nothing
+for sleepers that report by themselves — and turns every answer or failure into a
+StateStore update. Start-up is staggered and
 failures back off exponentially with jitter, so a restart of homedash or a dead access
 point never turns into a burst of requests at every device.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 
 from devices.drivers.errors import DeviceError, Unsupported
+from devices.drivers.gate import gate_for
 from devices.drivers.types import ChannelState, Event, SystemState
 from devices.runtime.state import StateStore
 
@@ -154,6 +156,10 @@ class Adapter:
     def __init__(self, config: DeviceConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
+        # The device's one turn in this process: polls, commands, debug-log switches,
+        # credential checks and discovery's probes of this address all take it, one
+        # request at a time. In scaled mode it lives in the worker that owns the device.
+        self.gate = gate_for(mac=config.mac, host=config.host, port=config.port)
 
     async def poll(self) -> Snapshot:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -170,7 +176,8 @@ class MyStromAdapter(Adapter):
         super().__init__(config, client)
         from devices.drivers.mystrom import MyStrom
 
-        self.driver = MyStrom(client, config.host, config.port, token=config.token or None, mac=config.mac)
+        self.driver = MyStrom(client, config.host, config.port, token=config.token or None, mac=config.mac,
+                              gate=self.gate)
         self.kind = self._kind(config.mystrom_type)
         self._temperature_at = 0.0
 
@@ -237,7 +244,7 @@ class Gen1Adapter(Adapter):
         from devices.drivers.shelly_gen1 import ShellyGen1
 
         self.driver = ShellyGen1(client, config.host, config.port, username=config.username or "admin",
-                                 password=config.password or None, device=config.mac)
+                                 password=config.password or None, device=config.mac, gate=self.gate)
         self._colour_mode = str(config.raw_info.get("mode") or "")
 
     async def poll(self) -> Snapshot:
@@ -392,7 +399,7 @@ class DeviceSession:
             await self._wait(min(period, 300.0))
 
     async def command(self, channel: str, action: str, params: dict[str, Any] | None = None) -> list[ChannelState]:
-        """Run one command through the device's own driver (and so its lock)."""
+        """Run one command through the device's own driver (and so its gate)."""
         try:
             states = await self.adapter.command(channel, action, params or {})
         except DeviceError as exc:
