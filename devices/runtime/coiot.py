@@ -13,6 +13,11 @@ from devices.drivers.coiot import CODE_STATUS, belongs_to, parse_coiot
 log = logging.getLogger(__name__)
 
 PUSH_FRESH = 60.0  # seconds a CoIoT message keeps a device in "push" mode
+# CoIoT is plain UDP: anyone on the LAN can send status messages with a device's address and
+# id and a new serial each time. Each may make the session read /status, but no more often
+# than this per device; messages in between are folded into one read at the end of the gap,
+# which fetches the device's latest state, so a real change is late by at most this much.
+MIN_POLL_GAP = 1.0
 
 
 class CoiotListener(asyncio.DatagramProtocol):
@@ -20,7 +25,10 @@ class CoiotListener(asyncio.DatagramProtocol):
         self.manager = manager
         self.transport: asyncio.DatagramTransport | None = None
         self._serials: dict[int, int] = {}
+        self._last_read: dict[int, float] = {}  # device pk -> monotonic time of its last CoIoT read
+        self._deferred: dict[int, asyncio.TimerHandle] = {}
         self.received = 0
+        self.folded = 0  # messages that asked for a read inside the gap (counted, not read)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -46,8 +54,32 @@ class CoiotListener(asyncio.DatagramProtocol):
             if message.serial is not None and self._serials.get(pk) == message.serial:
                 return
             self._serials[pk] = message.serial
-            session.wakeup.set()
+            self._ask_read(pk)
             return
+
+    def _ask_read(self, pk: int) -> None:
+        if pk in self._deferred:  # a read is already due at the end of the gap
+            self.folded += 1
+            return
+        wait = self._last_read.get(pk, float("-inf")) + MIN_POLL_GAP - time.monotonic()
+        if wait <= 0:
+            self._read_now(pk)
+            return
+        self.folded += 1
+        self._deferred[pk] = asyncio.get_running_loop().call_later(wait, self._read_now, pk)
+
+    def _read_now(self, pk: int) -> None:
+        self._deferred.pop(pk, None)
+        session = self.manager.sessions.get(pk)  # looked up now: a reload may have replaced it
+        if session is None:
+            return
+        self._last_read[pk] = time.monotonic()
+        session.wakeup.set()
+
+    def connection_lost(self, exc) -> None:
+        for handle in self._deferred.values():
+            handle.cancel()
+        self._deferred.clear()
 
 
 async def run_coiot(manager, runtime, host: str, port: int) -> None:
