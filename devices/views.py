@@ -332,24 +332,30 @@ async def verify_credentials(device: Device, creds: Credentials) -> str | None:
     """Ask the device with these credentials. None when it accepted them, else why not
     (in the words a card uses)."""
     from devices.drivers.errors import DeviceError
+    from devices.drivers.gate import gate_for
     from devices.drivers.http import make_client
     from devices.runtime.sessions import describe_error
 
+    # The device's one turn (drivers/gate.py): the check waits for the runtime's poll in
+    # flight instead of overlapping it. (Scaled mode: the owning worker's gate.)
+    gate = gate_for(mac=device.mac, host=device.host, port=device.port)
     async with make_client() as client:
         try:
             if device.vendor == Device.Vendor.MYSTROM:
                 from devices.drivers.mystrom import MyStrom
 
-                await MyStrom(client, device.host, device.port, token=creds.token or None, mac=device.mac).info()
+                await MyStrom(client, device.host, device.port, token=creds.token or None, mac=device.mac,
+                              gate=gate).info()
             elif (device.generation or 1) >= 2:
                 from devices.drivers.shelly_rpc import ShellyRpcHttp
 
-                await ShellyRpcHttp(client, device.host, device.port, password=creds.password or None).get_status()
+                await ShellyRpcHttp(client, device.host, device.port, password=creds.password or None,
+                                    gate=gate).get_status()
             else:
                 from devices.drivers.shelly_gen1 import ShellyGen1
 
                 await ShellyGen1(client, device.host, device.port, username=creds.username or "admin",
-                                 password=creds.password or None, device=device.mac).poll()
+                                 password=creds.password or None, device=device.mac, gate=gate).poll()
         except DeviceError as exc:
             return describe_error(exc)
     return None

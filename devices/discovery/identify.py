@@ -25,6 +25,7 @@ import httpx
 
 from devices.drivers import http, probe
 from devices.drivers.errors import DeviceError, DeviceTimeout, ProtocolError, Unsupported
+from devices.drivers.gate import DeviceGate, gate_for
 from devices.drivers.mystrom import MyStrom
 from devices.drivers.shelly_gen1 import parse_shelly_info
 from devices.drivers.types import DeviceInfo
@@ -192,11 +193,22 @@ def address_allowed(host: str, *, allow_loopback: bool) -> bool:
 # ----------------------------------------------------------------------------- probing
 
 
-async def identify_shelly(client: httpx.AsyncClient, host: str, port: int = 80) -> DeviceInfo | None:
+def probe_gate(host: str, port: int = 80) -> DeviceGate:
+    """The turn a probe of ``host:port`` takes: the address's, which is also the turn of
+    the device homedash follows there (gate.py). Not the MAC an announcement or an mDNS
+    name claims: that is a hint from the LAN, and what must not see two requests at once
+    is whatever answers at this address."""
+    return gate_for(host=host, port=port)
+
+
+async def identify_shelly(
+    client: httpx.AsyncClient, host: str, port: int = 80, *, gate: DeviceGate | None = None
+) -> DeviceInfo | None:
     """``GET /shelly`` (never needs auth, every generation). None: not a Shelly."""
-    reply = await http.request(
-        client, "GET", http.base_url(host, port) + "/shelly", host=host, cap=PROBE_BODY_CAP, deadline=PROBE_DEADLINE
-    )
+    async with gate if gate is not None else probe_gate(host, port):
+        reply = await http.request(
+            client, "GET", http.base_url(host, port) + "/shelly", host=host, cap=PROBE_BODY_CAP, deadline=PROBE_DEADLINE
+        )
     if reply.status != 200:
         return None
     try:
@@ -206,14 +218,14 @@ async def identify_shelly(client: httpx.AsyncClient, host: str, port: int = 80) 
 
 
 async def identify_mystrom(
-    client: httpx.AsyncClient, host: str, port: int = 80, *, token: str | None = None
+    client: httpx.AsyncClient, host: str, port: int = 80, *, token: str | None = None, gate: DeviceGate | None = None
 ) -> DeviceInfo:
     """``/api/v1/info`` with the ``/info.json`` fallback (the driver's rules).
 
     Raises AuthRequired when the device answers 404 everywhere (a token is set, or its REST
     API is off), Unsupported/ProtocolError when it is not a myStrom device.
     """
-    device = MyStrom(client, host, port, token=token)
+    device = MyStrom(client, host, port, token=token, gate=gate if gate is not None else probe_gate(host, port))
     async with asyncio.timeout(PROBE_DEADLINE):
         return await device.info()
 
@@ -225,6 +237,7 @@ async def identify(
     *,
     vendor: str | None = None,
     token: str | None = None,
+    gate: DeviceGate | None = None,
 ) -> DeviceInfo | None:
     """Any Shelly or myStrom at ``host:port``: the drivers' ``probe`` (/shelly first,
     unauthenticated on every generation, then the myStrom info). ``vendor`` skips the
@@ -232,19 +245,21 @@ async def identify(
     None when nothing we know answers.
 
     Raises Unreachable/DeviceTimeout when nothing answers at all, AuthRequired when the
-    only thing missing may be a myStrom token.
+    only thing missing may be a myStrom token. Every request takes ``gate`` (default: the
+    address's turn, ``probe_gate``), one request at a time, never around the whole probe.
     """
+    gate = gate if gate is not None else probe_gate(host, port)
     try:
         async with asyncio.timeout(PROBE_DEADLINE * 2):
             if vendor == "shelly":
-                return await identify_shelly(client, host, port)
+                return await identify_shelly(client, host, port, gate=gate)
             if vendor == "mystrom" or token:
                 if vendor is None:
-                    info = await identify_shelly(client, host, port)
+                    info = await identify_shelly(client, host, port, gate=gate)
                     if info is not None:
                         return info
-                return await identify_mystrom(client, host, port, token=token)
-            return await probe(client, host, port)
+                return await identify_mystrom(client, host, port, token=token, gate=gate)
+            return await probe(client, host, port, gate=gate)
     except TimeoutError as exc:
         raise DeviceTimeout("no complete answer to the identity probe", host=host) from exc
     except (Unsupported, ProtocolError):
@@ -325,5 +340,6 @@ __all__ = [
     "identify_shelly",
     "is_lan_ip",
     "make_probe_client",
+    "probe_gate",
     "resolve_and_check",
 ]
