@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels with session auth
-and an Origin check against ALLOWED_HOSTS."""
+"""ASGI entry point: HTTP through Django (bodies capped before they are read), websockets
+through Channels with session auth and an Origin check against ALLOWED_HOSTS."""
 
 import os
 
@@ -14,14 +14,18 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from django.conf import settings  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from devices.hooks import ShellyOutboundConsumer  # noqa: E402
 from devices.routing import websocket_urlpatterns  # noqa: E402
 
+from homedash.limits import BodyLimit  # noqa: E402
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # A body larger than any form homedash has is refused before it is read.
+        "http": BodyLimit(django_asgi_app, settings.REQUEST_BODY_LIMIT),
         "websocket": URLRouter(
             [
                 # Sleeping Shelly devices connect out to us; they send no Origin and no

@@ -120,6 +120,12 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # Nothing a household member legitimately posts is big: refuse large bodies early.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 300
+# Django checks the above only after the server has buffered the whole body; the server
+# itself (homedash.limits) refuses any body past this with 413 before buffering it.
+REQUEST_BODY_LIMIT = 2 * DATA_UPLOAD_MAX_MEMORY_SIZE
+# Seconds a sleeping Shelly's outbound websocket may stay silent before homedash closes it
+# (an awake sensor reports at least this often; a socket nobody talks on costs a descriptor).
+SLEEPER_SOCKET_IDLE = config.env_int("SLEEPER_SOCKET_IDLE", 60, minimum=1, maximum=3600)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -28,7 +28,7 @@ async def runtime():
 
 
 async def _adopt(runtime, **fields):
-    device = await Device.objects.acreate(adopted=True, **fields)
+    device = await Device.objects.acreate(**{"adopted": True, **fields})
     await runtime.manager.reload_device(device.pk)
     return device
 
@@ -107,15 +107,35 @@ async def test_sleeping_shelly_reports_over_the_outbound_websocket(runtime):
     assert live.channels["humidity:0"].humidity_pct == 48.2
 
 
-@pytest.mark.parametrize("src,client", [
-    ("shellyplusht-aabbccddeeff", ("127.0.0.1", 1)),    # not an adopted device
-    ("shellyplusht-08b61fcd36a8", ("127.0.0.9", 1)),    # right id, wrong address
-    ("<img src=x>", ("127.0.0.1", 1)),
+@pytest.mark.parametrize("src", [
+    "shellyplusht-aabbccddeeff",    # not an adopted device
+    "shellyplus1-08b61fcd36a9",     # another device than the one at this address
+    "<img src=x>",
 ])
-async def test_outbound_websocket_refuses_strangers(runtime, src, client):
+async def test_outbound_websocket_closes_on_a_first_frame_that_is_not_this_device(runtime, src):
     await _adopt(runtime, mac="08B61FCD36A8", vendor="shelly", generation=2, model_code="SNSN-0013A",
                  host="127.0.0.1", raw_info={"sleep_mode": True})
-    ws = await _outbound(client=client)
+    ws = await _outbound()
     await ws.send_to(text_data=json.dumps({**FULL_STATUS, "src": src}))
     closed = await ws.receive_output()
     assert closed["type"] == "websocket.close" and closed["code"] == 4403
+
+
+@pytest.mark.parametrize("client,fields", [
+    (("127.0.0.9", 1), {"raw_info": {"sleep_mode": True}}),   # right device, wrong address
+    (("127.0.0.1", 1), {"raw_info": {}, "model_code": "SNSW-001P16EU"}),  # adopted, but never sleeps
+    (("127.0.0.1", 1), {"raw_info": {"sleep_mode": True}, "adopted": False}),  # still in the inbox
+    (None, {"raw_info": {"sleep_mode": True}}),   # no address at all
+])
+async def test_outbound_websocket_refuses_strangers_at_the_handshake(runtime, client, fields):
+    device = await _adopt(runtime, mac="08B61FCD36A8", vendor="shelly", generation=2,
+                          **{"model_code": "SNSN-0013A", "host": "127.0.0.1", **fields})
+    from homedash.asgi import application
+
+    communicator = WebsocketCommunicator(application, "/shelly/ws", subprotocols=["json-rpc"])
+    if client is not None:
+        communicator.scope["client"] = client
+    connected, _ = await communicator.connect()
+    assert not connected
+    live = runtime.manager.store.get(device.pk)
+    assert live is None or not live.online

@@ -1,6 +1,6 @@
 """Browser websockets: a foreign or missing Origin is refused at the handshake; messages
 that are too large or malformed get an error and change nothing; the devices' own socket
-closes on oversized frames."""
+closes on oversized frames (with a code daphne can send) and refuses callers it cannot place."""
 
 from __future__ import annotations
 
@@ -71,8 +71,23 @@ async def test_log_socket_ignores_oversized_messages(house):
 
 
 async def test_shelly_socket_closes_on_an_oversized_frame(house):
-    communicator, connected = await ws_connect("/shelly/ws", None, origin=None)
+    from channels.testing import WebsocketCommunicator
+
+    from devices.models import Device
+    from homedash.asgi import application
+
+    await Device.objects.acreate(mac="08B61FCD36A8", vendor="shelly", generation=2, model_code="SNSN-0013A",
+                                 host="127.0.0.3", adopted=True, raw_info={"sleep_mode": True})
+    communicator = WebsocketCommunicator(application, "/shelly/ws")
+    communicator.scope["client"] = ["127.0.0.3", 40000]   # the sleeper's own address
+    connected, _ = await communicator.connect(timeout=3)
     assert connected
     await communicator.send_to(text_data="{" + " " * 300_000 + "}")
     message = await communicator.receive_output(timeout=3)
-    assert message["type"] == "websocket.close" and message.get("code") == 1009
+    # 1009 would be refused by daphne (an application may close with 1000 or 3000-4999).
+    assert message["type"] == "websocket.close" and message.get("code") == 4413
+
+
+async def test_shelly_socket_refuses_a_caller_without_an_address(house):
+    communicator, connected = await ws_connect("/shelly/ws", None, origin=None)
+    assert not connected

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 log = logging.getLogger("homedash.serve")
 
 Hook = Callable[[], Awaitable[None]]
+WEBSOCKET_MAX_MESSAGE = 64 * 1024  # bytes; larger ones are closed by daphne with 1009
 
 
 def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | None = None,
@@ -37,6 +38,7 @@ def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | 
 
     from devices import runtime as runtime_module
     from homedash.asgi import application
+    from homedash.limits import install_in_daphne
     from homedash.static import StaticFilesApp
 
     if not 1 <= port <= 65535:
@@ -80,6 +82,9 @@ def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | 
         loop.create_task(start())
         reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(stop())))
 
+    # Daphne buffers a whole request body before the application sees it: refuse large
+    # ones while reading.
+    install_in_daphne(settings.REQUEST_BODY_LIMIT)
     server = Server(
         application=StaticFilesApp(application),
         endpoints=build_endpoint_description_strings(host=host, port=port),
@@ -88,6 +93,11 @@ def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | 
         # never reconnects: a wall tablet would freeze after a day.
         websocket_timeout=-1,
         websocket_handshake_timeout=10,
+        # Nothing homedash accepts over a websocket is near this (browsers say a few bytes,
+        # a sleeping Shelly's full status is a few KiB); daphne's default is 1 MiB a message,
+        # held whole in memory before a consumer can refuse it.
+        websocket_max_message_size=WEBSOCKET_MAX_MESSAGE,
+        websocket_max_frame_size=WEBSOCKET_MAX_MESSAGE,
         application_close_timeout=5,
         ready_callable=ready,
         server_name="homedash",

@@ -1,0 +1,192 @@
+"""What any client may make homedash hold: request bodies and websocket messages.
+
+Anyone on the LAN can send to homedash, logged in or not. Two kinds of limit keep one
+client from exhausting the process:
+
+* Request bodies. Daphne (Twisted) reads a whole body before it calls the application and
+  then queues all of it at once, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE check comes only
+  after the memory is spent. `install_in_daphne()` refuses a too-large Content-Length
+  with 413 as soon as the headers are in, counts a chunked body as it arrives and stops
+  reading at the limit. `BodyLimit` is the same rule as an ASGI wrapper in front of the
+  application, for any other ASGI server (and as a second check behind daphne).
+* Websocket messages. `MessageBudget` is a token bucket per socket: a burst, then a steady
+  rate. A message past the budget is dropped; a sender that keeps going past it — a flood,
+  not a page that asked twice — is told to close.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+# Close code for a websocket that sent more than its budget. Daphne (autobahn) lets an
+# application close only with 1000 or 3000-4999; 4429 echoes HTTP's "too many requests".
+CLOSE_FLOOD = 4429
+# ... and for one message larger than the socket accepts (HTTP 413; 1009 is refused).
+CLOSE_TOO_BIG = 4413
+
+OK, DROP, CLOSE = "ok", "drop", "close"
+
+
+class MessageBudget:
+    """A token bucket: `burst` messages at once, refilled at `rate` a second.
+
+    Past the budget the bucket goes into debt: those messages are dropped (`DROP`). When
+    the debt reaches another `burst` — the sender kept going at well over `rate` — the
+    answer is `CLOSE`. A sender just above the rate is throttled for a while before that;
+    a flood is closed within 2 x `burst` messages."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = float(rate), burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def spend(self, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1.0
+        if self.tokens >= 0:
+            return OK
+        if self.tokens <= -self.burst:
+            return CLOSE
+        return DROP
+
+
+# ----------------------------------------------------------------------------- request bodies
+def _too_large_body(limit: int) -> bytes:
+    return f"Request body too large: homedash accepts at most {limit} bytes.\n".encode()
+
+
+def _declared_length(headers) -> int | None:
+    """The Content-Length, -1 if it is not a number (or there are two that disagree),
+    None without one."""
+    values = {value.strip() for name, value in headers if name.lower() == b"content-length"}
+    if not values:
+        return None
+    if len(values) > 1:
+        return -1
+    try:
+        length = int(values.pop())
+    except ValueError:
+        return -1
+    return length if length >= 0 else -1
+
+
+class BodyLimit:
+    """ASGI wrapper: an HTTP request whose body is larger than `limit` bytes gets 413 and
+    never reaches the application. A declared Content-Length is checked before anything is
+    read; a body without one (chunked) is counted while the application reads it, and at
+    the limit the application is told the client went away while the client gets 413."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _declared_length(scope.get("headers") or [])
+        if declared == -1:
+            return await _plain(send, 400, b"Bad Content-Length.\n")
+        if declared is not None and declared > self.limit:
+            return await _plain(send, 413, _too_large_body(self.limit))
+
+        received = 0
+        refused = False
+        started = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    if not started:
+                        await _plain(send, 413, _too_large_body(self.limit))
+                    # Django stops reading and answers nothing to a client that left.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if refused:
+                return  # the 413 went out already; the application's answer is moot
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        return await self.app(scope, limited_receive, guarded_send)
+
+
+async def _plain(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_in_daphne(limit: int) -> None:
+    """Make daphne refuse bodies over `limit` bytes while it reads them, before they are
+    buffered: Twisted tells the request the declared length once the headers are in and
+    hands over the body piece by piece, and daphne itself only starts the application
+    when the whole body is there. Must run before daphne's server starts listening."""
+    from daphne import server as daphne_server
+    from daphne.http_protocol import HTTPFactory, WebRequest
+
+    answer = (b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_too_large_body(limit))) + _too_large_body(limit)
+
+    class BodyLimitedRequest(WebRequest):
+        refused = False
+        received = 0
+
+        def gotLength(self, length):
+            if length is not None and length > limit:
+                # No "100 Continue" after our answer: Twisted sends one right after this
+                # call when the client asked for it.
+                self.requestHeaders.removeHeader(b"Expect")
+                self._refuse()
+                return
+            super().gotLength(length)
+
+        def handleContentChunk(self, data):
+            if self.refused:
+                return
+            self.received += len(data)
+            if self.received > limit:
+                self._refuse()
+                return
+            super().handleContentChunk(data)
+
+        def process(self):
+            if self.refused:
+                return None  # the rest of a body already in the last read: never an app
+            return super().process()
+
+        def _refuse(self) -> None:
+            self.refused = True
+            spooled, self.content = getattr(self, "content", None), io.BytesIO()
+            if spooled is not None:
+                spooled.close()  # what was read so far (a temporary file past 100 kB)
+            transport = self.channel.transport if self.channel is not None else None
+            if transport is not None:
+                transport.write(answer)
+                transport.loseConnection()  # stops reading: the rest of the body stays on the wire
+
+    class BodyLimitedFactory(HTTPFactory):
+        def buildProtocol(self, addr):
+            protocol = super().buildProtocol(addr)
+            protocol.requestFactory = BodyLimitedRequest
+            return protocol
+
+    # daphne's Server builds its HTTPFactory by this name inside run(); there is no
+    # argument for it.
+    daphne_server.HTTPFactory = BodyLimitedFactory
