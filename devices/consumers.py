@@ -11,6 +11,7 @@ homedash.js handles ours):
   4403  logged in, but may not see this device
   4404  no such device
   4000  access changed: the page reloads, which reconnects with the new rights
+  4429  the page sent far more messages than a page does (homedash.js reconnects later)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
 from homedash.layers import HouseholdChannelLayer
+from homedash.limits import CLOSE_FLOOD, DROP, OK, MessageBudget
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 # live for weeks on a wall tablet, so every socket joins its groups again well before.
 REJOIN_PERIOD = 6 * 3600.0
 MAX_INBOUND = 1024  # bytes: the only thing a browser may say is {"type": "refresh"}
+# How often it may say it: a page asks again when it comes back after 30 s hidden. Past
+# the budget messages are dropped unread; a socket that keeps sending is closed (4429).
+INBOUND_RATE = 1.0   # messages a second...
+INBOUND_BURST = 10   # ...after this many at once
 
 # Cards bound for one page leave as one websocket message at most every FRAME seconds:
 # a screen cannot show two updates within one frame, and every message costs the browser
@@ -126,6 +132,35 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self._rejoin_task
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    # ---------------------------------------------------------------- from the page
+    _inbound: MessageBudget | None = None
+    _flooded = False
+
+    async def dispatch(self, message):
+        # A message from the page is counted before anything else, so a flood costs a few
+        # microseconds a message (not channels' thread hop before every handler, nor a
+        # snapshot) and cannot pile up behind the socket.
+        if message.get("type") == "websocket.receive" and not await self._admit():
+            return
+        await super().dispatch(message)
+
+    async def _admit(self) -> bool:
+        if self._flooded:
+            return False  # closing: what is still on its way is dropped unread
+        if self._inbound is None:
+            self._inbound = MessageBudget(INBOUND_RATE, INBOUND_BURST)
+        verdict = self._inbound.spend()
+        if verdict == OK:
+            return True
+        if verdict == DROP:
+            return False
+        self._flooded = True
+        user = self.scope.get("user")
+        log.warning("closing the live socket of %s: more than %g messages a second",
+                    getattr(user, "username", "?"), INBOUND_RATE)
+        await self.close(code=CLOSE_FLOOD)
+        return False
 
     async def receive(self, text_data=None, bytes_data=None):
         """Browsers have one thing to say: "send me everything again". Anything else gets a

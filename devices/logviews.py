@@ -45,11 +45,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from devices import access, debuglogs
 from devices.models import AuditEntry, Device
+from homedash.limits import CLOSE_FLOOD, DROP, OK, MessageBudget
 
 log = logging.getLogger(__name__)
 
 MAX_DEVICES = 16            # devices one console (and one socket) follows at once
 MAX_INBOUND = 256           # bytes: a browser only says ack, pause, resume
+INBOUND_RATE = 5.0          # messages a second besides acks of our frames...
+INBOUND_BURST = 20          # ...after this many at once; a socket that keeps going is closed (4429)
 IN_FLIGHT_FRAMES = 8        # frames sent but not yet acknowledged by the page...
 IN_FLIGHT_BYTES = 1024 * 1024   # ...and their size: what a slow browser may cost us
 COALESCE = 0.02             # seconds to gather the batches of several devices into one frame
@@ -408,6 +411,8 @@ class LogConsumer(AsyncWebsocketConsumer):
         await super().dispatch(message)
 
     async def connect(self):
+        self.inbound = MessageBudget(INBOUND_RATE, INBOUND_BURST)
+        self.flooded = False
         self.watched = {}
         self.groups_joined: list[str] = []
         self.paused = False
@@ -476,13 +481,26 @@ class LogConsumer(AsyncWebsocketConsumer):
 
     # ---------------------------------------------------------------- from the page
     async def receive(self, text_data=None, bytes_data=None):
-        if text_data is None or len(text_data) > MAX_INBOUND:
-            return
-        try:
-            message = json.loads(text_data)
-        except ValueError:
-            return
+        if self.flooded:
+            return  # closing: what is still on its way is dropped unread
+        message = None
+        if text_data is not None and len(text_data) <= MAX_INBOUND:
+            with contextlib.suppress(ValueError):
+                message = json.loads(text_data)
         kind = message.get("type") if isinstance(message, dict) else None
+        # An ack of a frame we sent is free (the page acks every frame, and we send only a
+        # few ahead); everything else — pause, resume, garbage — is held to a budget.
+        if not (kind == "ack" and self.in_flight):
+            verdict = self.inbound.spend()
+            if verdict == DROP:
+                return
+            if verdict != OK:
+                self.flooded = True
+                log.warning("closing a debug-log socket: more than %g messages a second", INBOUND_RATE)
+                await self.close(code=CLOSE_FLOOD)
+                return
+        if message is None:
+            return
         if kind == "ack":
             if self.in_flight:
                 self.in_flight_bytes -= self.in_flight.popleft()
