@@ -93,6 +93,10 @@ class SimDevice:
         self.max_in_flight = 0
         self.requests_total = 0
         self.request_log: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=500)
+        # What was in flight together whenever more than one request was: a test that
+        # finds max_in_flight > 1 can say which parts of homedash overlapped.
+        self.overlaps: collections.deque[tuple[str, ...]] = collections.deque(maxlen=50)
+        self._handling: list[str] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._websockets: set[web.WebSocketResponse] = set()
@@ -259,15 +263,20 @@ class SimDevice:
         self.requests_total += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.request_log.append((time.monotonic(), what, ""))
+        self._handling.append(what)
+        if self.in_flight > 1:
+            self.overlaps.append(tuple(self._handling))
         try:
             yield
         finally:
             self.in_flight -= 1
+            self._handling.remove(what)
 
     def reset_counters(self) -> None:
         self.max_in_flight = self.in_flight
         self.requests_total = 0
         self.request_log.clear()
+        self.overlaps.clear()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
