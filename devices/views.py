@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -536,10 +537,18 @@ class AddForm(forms.Form):
                             widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}))
 
 
+INBOX_PAGE = 25  # devices per inbox page: each carries an adoption form
+
+
 def _inbox_context(request, **extra) -> dict:
-    waiting = list(Device.objects.filter(adopted=False, ignored=False).order_by("-last_seen", "pk"))
+    # Paginated: the inbox is bounded (discovery.inbox.INBOX_LIMIT) but a page with every
+    # waiting device and its form would still be megabytes after a flood on the LAN.
+    page = Paginator(Device.objects.filter(adopted=False, ignored=False).order_by("-last_seen", "-pk"),
+                     INBOX_PAGE).get_page(request.GET.get("page"))
     return {
-        "waiting": [{"device": d, "form": AdoptForm(prefix=f"d{d.pk}", initial={"name": d.name})} for d in waiting],
+        "waiting": [{"device": d, "form": AdoptForm(prefix=f"d{d.pk}", initial={"name": d.name})} for d in page],
+        "page": page,
+        "moves": pending_moves(),
         "ignored": Device.objects.filter(ignored=True).order_by("name", "mac")[:100],
         "scan_form": extra.pop("scan_form", ScanForm()),
         "add_form": extra.pop("add_form", AddForm()),

@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from devices.credentials import Credentials
@@ -383,7 +383,9 @@ def _create(
 ) -> Outcome:
     # An announcement nobody could verify (a token hid the device's answer) waits for the
     # household even with HOMEDASH_AUTO_ADOPT: anyone on the LAN can send one.
-    auto = bool(getattr(settings, "AUTO_ADOPT", False))
+    auto = bool(getattr(settings, "AUTO_ADOPT", False)) and confirmed
+    if not auto:
+        make_room(now)
     fields = _identity_fields(info)
     device = Device.objects.create(
         mac=mac,
@@ -459,8 +461,71 @@ def known_device(mac: str) -> KnownDevice | None:
     return KnownDevice(host=device.host, port=device.port, protected=device.has_credentials, token=token or None)
 
 
+# ----------------------------------------------------------------------------- bounds
+# Anyone on the LAN can announce any number of MACs, so what waits in the inbox is bounded
+# in count and in time. Only rows discovery itself made are ever removed: never an adopted
+# or ignored device, nor one the household already gave a room, or that was followed once
+# (it has channels).
+
+INBOX_LIMIT = 200  # devices waiting in the inbox; a household has a few dozen
+INBOX_EXPIRY_DAYS = 14  # a waiting device not seen for this long is forgotten
+
+
+class InboxFull(InboxRefused):
+    """The inbox holds INBOX_LIMIT waiting devices and none of them may be removed."""
+
+
+def inbox_limit() -> int:
+    return max(1, int(getattr(settings, "INBOX_LIMIT", INBOX_LIMIT)))
+
+
+def _waiting():
+    return Device.objects.filter(adopted=False, ignored=False)
+
+
+def _removable():
+    """Waiting devices discovery may forget: nothing of the household's is attached."""
+    return _waiting().filter(room__isnull=True, channels__isnull=True)
+
+
+def prune_inbox(now=None) -> int:
+    """Forget waiting devices not seen for INBOX_EXPIRY_DAYS. Returns how many."""
+    now = now or timezone.now()
+    days = float(getattr(settings, "INBOX_EXPIRY_DAYS", INBOX_EXPIRY_DAYS))
+    cutoff = now - timezone.timedelta(days=days)
+    stale = list(_removable().filter(models.Q(last_seen__lt=cutoff) | models.Q(last_seen__isnull=True, created__lt=cutoff))
+                 .values_list("pk", flat=True)[:1000])
+    if stale:
+        Device.objects.filter(pk__in=stale).delete()
+        log.info("inbox: forgot %d device(s) not seen for %g days", len(stale), days)
+    return len(stale)
+
+
+def make_room(now=None) -> None:
+    """Before a new device enters the inbox: keep at most ``inbox_limit()`` waiting. The
+    least recently seen removable ones make way (a real device announces itself again
+    within minutes and comes back; a flood cannot keep anything out for long). When
+    nothing may be removed, the newcomer is refused (InboxFull)."""
+    limit = inbox_limit()
+    waiting = _waiting().count()
+    if waiting < limit:
+        return
+    waiting -= prune_inbox(now)
+    excess = waiting - limit + 1
+    if excess <= 0:
+        return
+    oldest = list(_removable().order_by(models.F("last_seen").asc(nulls_first=True), "pk")
+                  .values_list("pk", flat=True)[:excess])
+    if oldest:
+        Device.objects.filter(pk__in=oldest).delete()
+        log.info("inbox full (%d waiting): forgot the %d least recently seen", waiting, len(oldest))
+    if len(oldest) < excess:
+        raise InboxFull(f"the inbox already holds {limit} devices waiting for the household")
+
+
 __all__ = [
     "CREATED",
+    "InboxFull",
     "InboxRefused",
     "KnownDevice",
     "MOVED",

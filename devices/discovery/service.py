@@ -15,14 +15,17 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 
 from . import inbox
-from .identify import Candidate, make_probe_client
+from .identify import Candidate, ProbeLimiter, make_probe_client
 from .inbox import Outcome
 from .mdns import ShellyBrowser
 from .mystrom_udp import MyStromListener
@@ -32,6 +35,14 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[Outcome], Any]  # may return an awaitable
 RETRY_FAILED_PARTS = 60.0  # seconds between attempts to start a listener that failed
+# New devices heard about from the LAN (announcements, mDNS), per source address: one per
+# window. A real device has an address of its own; a flood of invented MACs from one
+# machine becomes one inbox entry per window instead of one per packet. Staff's scans and
+# manual adds are not limited.
+NEW_PER_SOURCE_WINDOW = 300.0
+NEW_SOURCES_REMEMBERED = 4096
+LAN_PATHS = frozenset({"udp", "mdns"})
+PRUNE_EVERY = 3600.0  # seconds between sweeps of inbox entries not seen for days
 
 _current: Discovery | None = None
 
@@ -97,6 +108,10 @@ class Discovery:
                 zeroconf=zeroconf,
             )
         self.errors: dict[str, str] = {}
+        self.new_per_source = ProbeLimiter(window=NEW_PER_SOURCE_WINDOW, max_keys=NEW_SOURCES_REMEMBERED)
+        self._limit_lock = threading.Lock()  # record runs in a worker thread
+        self.limited = 0  # new candidates refused by the per-source limit
+        self._pruned_at: float | None = None
 
     @classmethod
     def from_settings(cls, source: Any = None, **overrides: Any) -> Discovery:
@@ -141,12 +156,49 @@ class Discovery:
     async def found(self, candidate: Candidate) -> Outcome | None:
         """Record one candidate and tell the subscribers. The listeners call this."""
         try:
-            outcome = await sync_to_async(inbox.record_candidate)(candidate)
+            outcome = await sync_to_async(self._record)(candidate)
+        except (TooManyNew, inbox.InboxFull) as exc:
+            # A flood: one line per refused packet would be a flood of its own.
+            log.debug("discovered device not stored: %s", exc)
+            return None
         except inbox.InboxRefused as exc:
             log.info("discovered device not stored: %s", exc)
             return None
         await self._notify(outcome)
         return outcome
+
+    def _record(self, candidate: Candidate) -> Outcome:
+        if candidate.found_by in LAN_PATHS and not self._admit_new(candidate):
+            self.limited += 1
+            raise TooManyNew(f"{candidate.host} already brought a new device in the last {NEW_PER_SOURCE_WINDOW:.0f} s")
+        return inbox.record_candidate(candidate)
+
+    def _admit_new(self, candidate: Candidate) -> bool:
+        """Known MACs always pass (a known device is updated, never created); a new one
+        counts against its source address."""
+        from devices.models import Device, normalise_mac
+
+        try:
+            mac = normalise_mac(candidate.mac or "")
+        except ValidationError:
+            return True  # inbox.record refuses it with the reason
+        if Device.objects.filter(mac=mac).exists():
+            return True
+        key = candidate.host
+        if self.allow_loopback and _is_loopback(candidate.host):
+            # Simulators (tests, the demo) share one loopback address on many ports.
+            key = f"{candidate.host}:{candidate.port}"
+        with self._limit_lock:
+            return self.new_per_source.allow(key)
+
+    async def prune(self) -> int:
+        """Forget inbox entries not seen for days (inbox.prune_inbox); run hourly by serve."""
+        self._pruned_at = time.monotonic()
+        try:
+            return await sync_to_async(inbox.prune_inbox)()
+        except Exception:
+            log.exception("pruning the inbox failed")
+            return 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,11 +255,14 @@ class Discovery:
         stopping: asyncio.Event = getattr(runtime, "stopping", runtime)
         await self.start()
         try:
+            await self.prune()
             while not stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), RETRY_FAILED_PARTS)
                 if self.errors and not stopping.is_set():
                     await self._start_parts()
+                if not stopping.is_set() and time.monotonic() - (self._pruned_at or 0.0) >= PRUNE_EVERY:
+                    await self.prune()
         finally:
             await self.stop()
 
@@ -231,6 +286,7 @@ class Discovery:
                 "probes": self.mdns.probes, "dropped": self.mdns.dropped,
             },
             "errors": dict(self.errors),
+            "new_devices_limited": self.limited,
         }
 
     # ------------------------------------------------------------------ on request
@@ -245,6 +301,17 @@ class Discovery:
         outcome = await sync_to_async(inbox.record_candidate)(candidate, request=request)
         await self._notify(outcome)
         return outcome
+
+
+class TooManyNew(inbox.InboxRefused):
+    """A source address brought more new devices than the per-source limit allows."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _valid_interfaces(values: Iterable[str]) -> list[str]:
