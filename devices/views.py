@@ -548,7 +548,6 @@ def _inbox_context(request, **extra) -> dict:
     return {
         "waiting": [{"device": d, "form": AdoptForm(prefix=f"d{d.pk}", initial={"name": d.name})} for d in page],
         "page": page,
-        "moves": pending_moves(),
         "ignored": Device.objects.filter(ignored=True).order_by("name", "mac")[:100],
         "scan_form": extra.pop("scan_form", ScanForm()),
         "add_form": extra.pop("add_form", AddForm()),
