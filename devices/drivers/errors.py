@@ -79,6 +79,15 @@ class ProtocolError(DeviceError):
         self.status = status
 
 
+class Flooding(ProtocolError):
+    """The device sends far more messages than any real device does (a firmware fault, or
+    someone posing as it): homedash closed the connection and waits ``retry_after`` seconds."""
+
+    def __init__(self, message: str = "", *, retry_after: float = 30.0, host: str | None = None) -> None:
+        super().__init__(message, host=host)
+        self.retry_after = float(retry_after)
+
+
 class RpcError(DeviceError):
     """A Shelly RPC call returned an ``error`` object (code + message from the device)."""
 
@@ -95,6 +104,7 @@ __all__ = [
     "DeviceError",
     "DeviceTimeout",
     "ProtocolError",
+    "Flooding",
     "RpcError",
     "Throttled",
     "Unreachable",

@@ -42,6 +42,7 @@ from .errors import (
     AuthRequired,
     DeviceError,
     DeviceTimeout,
+    Flooding,
     ProtocolError,
     RpcError,
     Throttled,
@@ -95,6 +96,16 @@ MAX_STATUS_KEYS = 256
 MAX_MERGE_DEPTH = 16
 MAX_CHANNELS = 64
 UPDATE_QUEUE_SIZE = 256
+# Frame budget per device (token bucket): a real device sends a few notifications a second,
+# a misbehaving one (or something posing as it) tens of thousands, each costing a JSON parse,
+# a state update and a redraw. Frames past the budget are dropped unread and counted; a device
+# still over budget after FLOOD_CLOSE_AFTER seconds has its socket closed and waits
+# FLOOD_BACKOFF before the next connect, doubling while it keeps flooding.
+FRAME_RATE = 200.0  # frames a second, sustained
+FRAME_BURST = 400  # frames at once (a full status after a reconnect, a burst of events)
+FLOOD_CLOSE_AFTER = 2.0
+FLOOD_BACKOFF = 30.0
+FLOOD_BACKOFF_MAX = 600.0
 # Methods whose replies may outgrow the status cap (HTTP only; the websocket has max_size).
 LARGE_REPLY_METHODS = frozenset({"Shelly.GetConfig", "Shelly.GetComponents", "Sys.GetConfig", "Shelly.ListMethods"})
 
@@ -1193,7 +1204,15 @@ class ShellyRpcSession(RpcMethods):
                     with contextlib.suppress(BaseException):
                         await reader
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), WS_CLOSE_TIMEOUT)
+                        if isinstance(error, Flooding):
+                            ws.transport.abort()  # a close handshake would first read through the flood
+                        else:
+                            await asyncio.wait_for(ws.close(), WS_CLOSE_TIMEOUT)
+                    # websockets drops a connection whose peer does not answer the close only
+                    # after its own close_timeout, which the wait above may cut short: never
+                    # leave the TCP connection open (a flooding peer would keep its socket).
+                    with contextlib.suppress(Exception):
+                        ws.transport.abort()
                     self._fail_pending(error or Unreachable("connection lost", host=self.host))
             if self._closing:
                 break
@@ -1204,7 +1223,7 @@ class ShellyRpcSession(RpcMethods):
             wait = delay
             if isinstance(error, (WrongCredentials, AuthRequired)):
                 wait = max(wait, self.auth_failure_backoff)
-            elif isinstance(error, Throttled):
+            elif isinstance(error, (Throttled, Flooding)):
                 wait = max(wait, error.retry_after)
             # Full jitter on the upper half: spread reconnects, never below half the delay.
             await asyncio.sleep(wait * (0.5 + 0.5 * self.rng.random()))
@@ -1222,11 +1241,34 @@ class ShellyRpcSession(RpcMethods):
         self.status = status
 
     async def _reader(self, ws: ClientConnection) -> DeviceError:
-        """Read frames until the socket dies; returns why it died. Calls still waiting
-        for a reply fail at once instead of running into their timeout."""
+        """Read frames until the socket dies or the device floods us; returns why it ended.
+        Calls still waiting for a reply fail at once instead of running into their timeout."""
         error: DeviceError = Unreachable("websocket closed by the device", host=self.host)
+        clock = asyncio.get_running_loop().time
+        tokens = float(FRAME_BURST)
+        last = clock()
+        over_since: float | None = None  # when this stretch over budget began
+        dropped_here = 0
+        flooded = False
         try:
             async for message in ws:
+                now = clock()
+                tokens = min(float(FRAME_BURST), tokens + (now - last) * FRAME_RATE)
+                last = now
+                if tokens < 1.0:
+                    # Dropped before parsing: the parse is what a flood would cost us.
+                    self.frames_dropped += 1
+                    dropped_here += 1
+                    if over_since is None:
+                        over_since = now
+                    elif now - over_since >= FLOOD_CLOSE_AFTER:
+                        flooded = True
+                        error = self._flooding(dropped_here, now - over_since)
+                        break
+                    continue
+                tokens -= 1.0
+                if over_since is not None and tokens >= FRAME_BURST / 2:
+                    over_since = None  # back within budget for a while: the stretch is over
                 try:
                     frame = decode_frame(message)
                 except ProtocolError:
@@ -1238,7 +1280,25 @@ class ShellyRpcSession(RpcMethods):
         finally:
             self._connected.clear()
             self._fail_pending(error)
+        if not flooded:
+            self._flood_level = 0
         return error
+
+    # Counters of the frame budget (class defaults, per session once set): frames past the
+    # budget, connections closed for flooding, floods in a row (sets the pause).
+    frames_dropped = 0
+    floods = 0
+    _flood_level = 0
+
+    def _flooding(self, dropped: int, seconds: float) -> Flooding:
+        self.floods += 1
+        wait = min(FLOOD_BACKOFF * (2 ** self._flood_level), FLOOD_BACKOFF_MAX)
+        self._flood_level = min(self._flood_level + 1, 16)
+        log.warning("%s sends more than %g messages/s; %d dropped in %.0f s; reconnecting in %.0f s",
+                    self.device, FRAME_RATE, dropped, seconds, wait)
+        return Flooding(f"sent far more than the {FRAME_RATE:g} messages a second homedash reads from one "
+                        f"device ({dropped} dropped in {seconds:.0f} s); trying again in {wait:.0f} s",
+                        retry_after=wait, host=self.host)
 
     def _dispatch(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         method = frame.get("method")

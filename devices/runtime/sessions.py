@@ -304,6 +304,7 @@ def describe_error(exc: BaseException) -> str:
         e.WrongCredentials: "wrong password", e.Throttled: "throttled by the device",
         e.CorsRefused: "refused by the device's CORS protection", e.Unsupported: "not supported by this firmware",
         e.ProtocolError: "answered garbage", e.RpcError: "refused by the device",
+        e.Flooding: "floods homedash with messages",
     }
     for cls in type(exc).__mro__:
         if cls in words:
