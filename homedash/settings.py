@@ -158,11 +158,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Credentials never reach the log, whatever the level (see homedash/logfilters.py).
+    "filters": {"hide_secrets": {"()": "homedash.logfilters.HideSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["hide_secrets"]}},
     "root": {"handlers": ["console"], "level": config.env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR"])},
     "loggers": {
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},  # one line per device poll is noise
         "django.channels.server": {"level": "WARNING"},
+        # At DEBUG these log the headers and frames they send and receive: the debug-log
+        # stream's Authorization header, digest challenges, RPC auth objects.
+        "websockets": {"level": "INFO"},
+        "httpcore": {"level": "INFO"},
+        "hpack": {"level": "INFO"},
+        "aiohttp": {"level": "INFO"},
     },
 }
