@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from devices.models import Channel, Device, Room, RoomAccess
+from devices.models import Channel, Device, DeviceEvent, Room, RoomAccess
 
 NONE, VIEW, CONTROL = 0, 1, 2
 _LEVELS = {RoomAccess.Level.VIEW: VIEW, RoomAccess.Level.CONTROL: CONTROL}
@@ -115,3 +115,32 @@ def visible_channels(user) -> QuerySet[Channel]:
         return qs
     rooms = [pk for pk, level in room_levels(user).items() if level >= VIEW]
     return qs.filter(visible=True).filter(Q(room_id__in=rooms) | Q(room__isnull=True, device__room_id__in=rooms))
+
+
+def visible_events(user, events: QuerySet[DeviceEvent]) -> QuerySet[DeviceEvent]:
+    """Narrow ``events`` to what the user may read: events of a channel the user cannot
+    see stay hidden even on a device they share (a Bedroom button on the Kitchen plug's
+    device). Device-wide events (online, address changes) go with the device."""
+    if not _active(user):
+        return events.none()
+    if user.is_staff:
+        return events
+    return events.filter(Q(channel__isnull=True) | Q(channel__in=visible_channels(user)))
+
+
+def may_view_raw(user, device: Device) -> bool:
+    """The device's own words (raw status and info) only for whoever may see every one of
+    its channels.
+
+    Stricter than filtering the JSON on purpose: each firmware names its components its
+    own way (Gen2 ``switch:0`` and also ``input:0``/``em1:0`` that feed it, Gen1
+    ``relays[0]`` beside ``meters[0]`` and ``inputs[0]``, myStrom one flat object), a
+    firmware update adds keys, and a filter that does not know a key would leak it. All or
+    nothing cannot leak a component it does not understand."""
+    if not _active(user):
+        return False
+    if user.is_staff:
+        return True
+    if not may_view_device(user, device):
+        return False
+    return all(may_view_channel(user, c) for c in device.channels.select_related("device", "room"))

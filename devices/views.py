@@ -218,14 +218,16 @@ def _device_page_context(request, device: Device) -> dict:
               "form": ChannelSettingsForm(prefix=f"ch{c.pk}", initial={"name": c.name, "room": c.room_id, "visible": c.visible})}
              for c, html in zip(channels, cards.render_cards(channels))]
     live = _live(device)
-    events = list(device.events.select_related("channel").order_by("-ts")[:25])
+    events = list(access.visible_events(user, device.events.select_related("channel")).order_by("-ts")[:25])
     manage = access.may_manage_devices(user)
+    raw_allowed = access.may_view_raw(user, device)
     return {
         "device": device,
         "slots": slots,
         "live": live,
         "system": live.system if live else None,
-        "raw_status": (live.raw_status if live and live.raw_status else device.raw_status) or {},
+        "raw_allowed": raw_allowed,
+        "raw_status": ((live.raw_status if live and live.raw_status else device.raw_status) or {}) if raw_allowed else {},
         "health_context": _health_context(device, live),
         "chart": cards.power_chart([c for c in channels if c.kind in ("switch", "light", "meter", "cover")]),
         "events": events,
@@ -273,6 +275,8 @@ def device_health(request, pk: int):
 def device_raw(request, pk: int):
     """What the device said, as JSON (served as JSON, so nothing in it is ever HTML)."""
     device = _device_for(request, pk)
+    if not access.may_view_raw(request.user, device):
+        raise PermissionDenied("Only those who may see every channel of this device may read what it says.")
     live = _live(device)
     raw = (live.raw_status if live and live.raw_status else device.raw_status) or {}
     response = JsonResponse({"info": device.raw_info or {}, "status": raw}, json_dumps_params={"indent": 2})
@@ -746,9 +750,8 @@ def events(request):
             qs = qs.filter(kind__in=DEVICE_KINDS)
         elif shown == "presses":
             qs = qs.exclude(kind__in=PRESENCE_KINDS | DEVICE_KINDS)
-        if not user.is_staff:
-            # Events of a channel the user cannot see stay hidden even on a shared device.
-            qs = qs.filter(Q(channel__isnull=True) | Q(channel__in=access.visible_channels(user)))
+        # Events of a channel the user cannot see stay hidden even on a shared device.
+        qs = access.visible_events(user, qs)
         for e in qs.order_by("-ts")[:EVENT_PAGE]:
             what = ("presence" if e.kind in PRESENCE_KINDS else "device" if e.kind in DEVICE_KINDS else "press")
             rows.append(EventRow(e.ts, what, e.kind, e.device, e.channel, e.detail))
