@@ -96,6 +96,24 @@ def may_manage_devices(user) -> bool:
     return _active(user) and user.is_staff
 
 
+def may_manage_member(user, member) -> bool:
+    """Change a member's rights (room levels, debug logs, active, staff): staff may for
+    ordinary members; only a superuser may for a member who is staff or superuser. So a
+    staff account cannot lock out the superuser or another administrator, and — since it
+    is staff itself — cannot change its own rights either."""
+    if not may_manage_devices(user):
+        return False
+    if getattr(member, "is_staff", False) or getattr(member, "is_superuser", False):
+        return bool(user.is_superuser)
+    return True
+
+
+def may_manage_privileges(user) -> bool:
+    """Make someone staff or superuser, or hand out Django permissions and groups (which
+    can carry permissions): superusers only."""
+    return _active(user) and bool(user.is_superuser)
+
+
 def may_read_logs(user, device: Device | None = None) -> bool:
     if not _active(user):
         return False

@@ -39,6 +39,16 @@ def _staff_only(request) -> None:
         raise PermissionDenied("Only the household's administrators may do that.")
 
 
+def _may_change(request, member, action: str) -> bool:
+    """access.may_manage_member, with a refusal in the audit trail and on the page."""
+    if access.may_manage_member(request.user, member):
+        return True
+    AuditEntry.record(request=request, action=action, result=AuditEntry.Result.DENIED,
+                      detail=f"user {member.get_username()}: only a superuser may change an administrator")
+    messages.error(request, f"Only a superuser may change {member.get_username()}'s rights.")
+    return False
+
+
 def _too_large(request) -> bool:
     try:
         return int(request.META.get("CONTENT_LENGTH") or 0) > MAX_FORM_BODY
@@ -105,6 +115,7 @@ def _context(request, **extra) -> dict:
             "logs": u.is_staff or u.pk in with_log,
             "logs_direct": u.pk in with_log,
             "groups": [g.name for g in u.groups.all()],
+            "may_change": access.may_manage_member(request.user, u),
         })
     groups = []
     for g in Group.objects.order_by("name"):
@@ -158,6 +169,8 @@ def set_level(request):
     room, level = form.cleaned_data["room"], form.cleaned_data["level"]
     if kind == "user":
         principal = get_object_or_404(get_user_model(), pk=int(pk))
+        if not _may_change(request, principal, "access.change"):
+            return redirect("household")
         lookup = {"user": principal, "group": None}
         name = f"user {principal.get_username()}"
     else:
@@ -198,6 +211,8 @@ def set_logs(request, pk: int):
     if not form.is_valid():
         return HttpResponse("Say 1 or 0.", status=400)
     member = _member(request, pk)
+    if not _may_change(request, member, "access.logs"):
+        return redirect("household")
     grant = form.cleaned_data["value"] == "1"
     if grant:
         member.user_permissions.add(_log_permission())  # m2m_changed: sockets re-decide
@@ -224,6 +239,8 @@ def set_active(request, pk: int):
         AuditEntry.record(request=request, action="member.deactivate", result=AuditEntry.Result.DENIED,
                           detail=f"user {member.get_username()}: may not deactivate oneself")
         messages.error(request, "You cannot deactivate yourself.")
+        return redirect("household")
+    if not _may_change(request, member, "member.activate" if active else "member.deactivate"):
         return redirect("household")
     if member.is_active != active:
         member.is_active = active
