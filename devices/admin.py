@@ -80,6 +80,17 @@ class DeviceAdminForm(forms.ModelForm):
         return device
 
 
+def _tell_runtime(pks) -> None:
+    """A bulk update sends no post_save: tell the runtime about each device, after the
+    commit (see devices.apps)."""
+    from django.db import transaction
+
+    from devices.runtime.manager import device_changed_from_sync_code
+
+    for pk in pks:
+        transaction.on_commit(lambda pk=pk: device_changed_from_sync_code(pk))
+
+
 class ChannelInline(StaffManaged, admin.TabularInline):
     model = Channel
     extra = 0
@@ -121,18 +132,24 @@ class DeviceAdmin(StaffManaged, admin.ModelAdmin):
 
     @admin.action(description="Adopt selected devices")
     def adopt(self, request, queryset):
+        pks = list(queryset.values_list("pk", flat=True))
         count = queryset.update(adopted=True, ignored=False)
-        for device in queryset:
+        for device in Device.objects.filter(pk__in=pks):
             AuditEntry.record(request=request, action="device.adopt", device=device)
+        _tell_runtime(pks)
         self.message_user(request, f"Adopted {count} device(s).", messages.SUCCESS)
 
     @admin.action(description="Move selected devices back to the inbox")
     def send_to_inbox(self, request, queryset):
+        pks = list(queryset.values_list("pk", flat=True))
         queryset.update(adopted=False)
+        _tell_runtime(pks)
 
     @admin.action(description="Ignore selected devices")
     def ignore(self, request, queryset):
+        pks = list(queryset.values_list("pk", flat=True))
         queryset.update(ignored=True, adopted=False)
+        _tell_runtime(pks)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
