@@ -63,6 +63,22 @@ class DeviceAdminForm(forms.ModelForm):
         except ValidationError as exc:
             raise forms.ValidationError(exc.messages) from None
 
+    def clean(self):
+        data = super().clean()
+        host, port = data.get("host"), data.get("port")
+        if host and port and "host" not in self.errors:
+            from django.conf import settings
+
+            from devices.discovery.identify import AddressRefused, check_device_address_sync
+
+            # A name is checked for where it points now (a name resolving to 127.0.0.1
+            # would get the device's token); the runtime checks again before connecting.
+            try:
+                data["host"] = check_device_address_sync(host, port, allow_loopback=settings.ALLOW_LOOPBACK_DEVICES)
+            except AddressRefused as exc:
+                self.add_error("host", str(exc))
+        return data
+
     def save(self, commit=True):
         device = super().save(commit=False)
         data = self.cleaned_data

@@ -121,8 +121,10 @@ class Device(models.Model):
         try:
             # Only staff edit addresses, and only to something that can be a device on the
             # LAN: no URLs, credentials or paths; no loopback or cloud-metadata link-local
-            # addresses unless the simulator/demo setting allows them.
-            self.host = check_host(self.host, allow_loopback=settings.ALLOW_LOOPBACK_DEVICES)
+            # addresses unless the simulator/demo setting allows them; never a public
+            # address (its password or token would go there). Names are resolved by the
+            # forms that save them and again by the runtime before it connects.
+            self.host = check_host(self.host, allow_loopback=settings.ALLOW_LOOPBACK_DEVICES, allow_public=False)
         except AddressRefused as exc:
             raise ValidationError({"host": str(exc)}) from None
         if not 1 <= (self.port or 0) <= 65535:

@@ -159,7 +159,8 @@ def home(request):
     # passes the rendered (safe) cards through and would escape anything else.
     sections = [RoomView(pk, name, control, mark_safe("".join(conditional_escape(next(html)) for _ in by_room.get(pk, []))))
                 for pk, name, control in shown]
-    inbox_count = Device.objects.filter(adopted=False, ignored=False).count() if user.is_staff else 0
+    inbox_count = (Device.objects.filter(Q(adopted=False, ignored=False) | ~Q(pending_host="")).count()
+                   if user.is_staff else 0)
     return render(request, "devices/home.html", {"sections": sections, "inbox_count": inbox_count})
 
 
@@ -552,6 +553,7 @@ def _inbox_context(request, **extra) -> dict:
     return {
         "waiting": [{"device": d, "form": AdoptForm(prefix=f"d{d.pk}", initial={"name": d.name})} for d in page],
         "page": page,
+        "moves": pending_moves(),
         "ignored": Device.objects.filter(ignored=True).order_by("name", "mac")[:100],
         "scan_form": extra.pop("scan_form", ScanForm()),
         "add_form": extra.pop("add_form", AddForm()),
@@ -673,13 +675,54 @@ async def inbox_add(request):
         except (AddressRefused, NotADevice, InboxRefused) as exc:
             form.add_error("host", str(exc))
         else:
-            if outcome.adopted:
+            if outcome.kind == "pending":
+                text = (f"{outcome.mac} is known at {outcome.address} and has credentials: that it is at "
+                        f"{outcome.pending_address} waits for your confirmation here.")
+            elif outcome.adopted:
                 text = f"{outcome.mac} is already adopted; its address is now {outcome.address}."
             else:
                 text = f"Found {outcome.vendor} device {outcome.mac} at {outcome.address}: it is in the inbox."
             await sync_to_async(messages.success)(request, text)
             return redirect("inbox")
     return await sync_to_async(render)(request, "devices/inbox.html", await sync_to_async(_inbox_context)(request, add_form=form))
+
+
+# ----------------------------------------------------------------------------- pending moves
+# A device with credentials claimed at a new address waits for staff (discovery/inbox.py,
+# docs/security.md): "<device> seems to have moved to <address> — confirm / dismiss".
+
+
+def pending_moves() -> list[dict]:
+    from devices.forms import PendingMoveForm
+
+    moved = Device.objects.exclude(pending_host="").order_by("-pending_since", "pk")[:50]
+    return [{"device": d, "form": PendingMoveForm(initial={"host": d.pending_host, "port": d.pending_port})}
+            for d in moved]
+
+
+@login_required
+@require_POST
+def inbox_move(request, pk: int):
+    from devices.discovery.inbox import MoveChanged, confirm_move, dismiss_move
+    from devices.forms import PendingMoveForm
+
+    _staff_only(request)
+    if _too_large(request):
+        return HttpResponse("That form is too large.", status=413)
+    form = PendingMoveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing changed: the form was not filled in correctly.")
+        return redirect("inbox")
+    confirm = form.cleaned_data["decision"] == "confirm"
+    try:
+        device = (confirm_move if confirm else dismiss_move)(
+            pk, form.cleaned_data["host"], form.cleaned_data["port"], request=request)
+    except MoveChanged as exc:
+        messages.error(request, f"Nothing changed: {exc}.")
+        return redirect("inbox")
+    messages.success(request, f"{device} is followed at {device.address} now." if confirm
+                     else f"{device} stays at {device.address}; the other address is forgotten.")
+    return redirect("inbox")
 
 
 # ----------------------------------------------------------------------------- events
@@ -691,7 +734,7 @@ EVENT_FILTERS = {
     "device": "Device changes",
 }
 PRESENCE_KINDS = {"online", "offline"}
-DEVICE_KINDS = {"discovered", "address_changed", "ota_begin", "ota_progress", "ota_success", "ota_error", "reboot"}
+DEVICE_KINDS = {"discovered", "address_changed", "move_pending", "move_dismissed", "ota_begin", "ota_progress", "ota_success", "ota_error", "reboot"}
 
 
 @dataclass

@@ -29,6 +29,7 @@ inbox_urls = [
     path("add", views.inbox_add, name="inbox-add"),
     path("<int:pk>/adopt", views.inbox_adopt, name="inbox-adopt"),
     path("<int:pk>/ignore", views.inbox_ignore, name="inbox-ignore"),
+    path("<int:pk>/move", views.inbox_move, name="inbox-move"),
 ]
 
 urlpatterns = [

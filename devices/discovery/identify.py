@@ -172,6 +172,23 @@ async def resolve_and_check(host: str, port: int, *, allow_loopback: bool, allow
             check_ip(ip, allow_loopback=allow_loopback, allow_public=allow_public)
 
 
+async def check_device_address(host: Any, port: int, *, allow_loopback: bool) -> str:
+    """Where a device may be: a LAN address, or a name that resolves only to LAN addresses
+    (loopback too with HOMEDASH_ALLOW_LOOPBACK_DEVICES). Never a public address: homedash
+    sends a device its password or token, and a name pointing outside would send them there.
+    Returns the normalised host; raises AddressRefused."""
+    host = check_host(host, allow_loopback=allow_loopback, allow_public=False)
+    await resolve_and_check(host, port, allow_loopback=allow_loopback, allow_public=False)
+    return host
+
+
+def check_device_address_sync(host: Any, port: int, *, allow_loopback: bool) -> str:
+    """``check_device_address`` for forms and other synchronous code."""
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(check_device_address)(host, port, allow_loopback=allow_loopback)
+
+
 def check_port(port: Any) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise AddressRefused("a port is a number from 1 to 65535")
@@ -184,7 +201,7 @@ def address_allowed(host: str, *, allow_loopback: bool) -> bool:
     if ip is None:
         return False
     try:
-        check_ip(ip, allow_loopback=allow_loopback, allow_public=True)
+        check_ip(ip, allow_loopback=allow_loopback, allow_public=False)
     except AddressRefused:
         return False
     return True
@@ -331,6 +348,8 @@ __all__ = [
     "ProbeLimiter",
     "ProbeSlots",
     "address_allowed",
+    "check_device_address",
+    "check_device_address_sync",
     "check_host",
     "check_ip",
     "check_port",

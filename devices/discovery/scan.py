@@ -20,13 +20,12 @@ from devices.drivers.errors import AuthRequired, DeviceError, WrongCredentials
 from .identify import (
     AddressRefused,
     Candidate,
-    check_host,
+    check_device_address,
     check_port,
     describe_error,
     identify,
     identify_mystrom,
     is_lan_ip,
-    resolve_and_check,
 )
 
 log = logging.getLogger(__name__)
@@ -140,9 +139,10 @@ async def add_by_address(
     Raises AddressRefused for addresses we will not talk to, NotADevice when nothing usable
     answers there.
     """
-    host = check_host(host, allow_loopback=allow_loopback)
     port = check_port(port)
-    await resolve_and_check(host, port, allow_loopback=allow_loopback)
+    # A LAN address, or a name resolving only to LAN addresses: "add by address" must not
+    # make homedash talk to the internet (or, by a name, to itself).
+    host = await check_device_address(host, port, allow_loopback=allow_loopback)
     try:
         try:
             info = await identify(client, host, port)

@@ -27,6 +27,22 @@ log = logging.getLogger(__name__)
 
 RUNTIME_CHANNEL = "homedash.runtime"  # fixed channel name the runtime listens on for commands
 COMMAND_TIMEOUT = 15.0
+ADDRESS_RECHECK = 300.0  # seconds before a refused device address is looked up again
+
+
+async def address_problem(config: DeviceConfig) -> str | None:
+    """Why the runtime must not connect to this device's address (None: it may). The same
+    rule as the forms (discovery.identify.check_device_address): LAN addresses only,
+    loopback only with HOMEDASH_ALLOW_LOOPBACK_DEVICES, host names resolved and checked."""
+    from django.conf import settings
+
+    from devices.discovery.identify import AddressRefused, check_device_address
+
+    try:
+        await check_device_address(config.host, config.port, allow_loopback=settings.ALLOW_LOOPBACK_DEVICES)
+    except AddressRefused as exc:
+        return str(exc)
+    return None
 
 
 def _load_from_database() -> tuple[list[DeviceConfig], Catalogue, dict[int, tuple[list, float | None]]]:
@@ -174,6 +190,16 @@ class DeviceManager:
 
     async def _run_session(self, session: DeviceSession) -> None:
         while not session.stopping.is_set():
+            problem = await address_problem(session.config)
+            if problem is not None:
+                # Before any request (and so any password or token) goes out: the address
+                # may have been saved as a name that now points at this machine or outside
+                # the LAN. Checked again at every (re)start of the session.
+                log.warning("not connecting to %s at %s: %s", session.config.mac, session.config.host, problem)
+                self.store.failure(session.config.pk, f"address refused: {problem}", offline_after=1)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(session.stopping.wait(), ADDRESS_RECHECK)
+                continue
             try:
                 await session.run()
                 return
