@@ -269,11 +269,30 @@ class HouseholdUserAdmin(UserAdmin):
 
     inlines = [*UserAdmin.inlines, UserRoomAccessInline]
 
+    # Who may make whom staff, superuser, or give permissions/groups: access decides
+    # (superusers only), so a staff account cannot raise itself or touch an administrator.
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if not access.may_manage_privileges(request.user):
-            fields.append("permissions")  # a group's permissions pass to its members
+            fields += ["is_staff", "is_superuser", "groups", "user_permissions"]
         return fields
+
+    def has_change_permission(self, request, obj=None):
+        # Their own page stays theirs (name, e-mail); its privilege fields are read-only.
+        if obj is not None and obj.pk != request.user.pk and not access.may_manage_member(request.user, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not access.may_manage_member(request.user, obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not access.may_manage_privileges(request.user):
+            actions.pop("delete_selected", None)  # bulk delete checks no single member
+        return actions
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -303,30 +322,11 @@ class HouseholdUserAdmin(UserAdmin):
 class HouseholdGroupAdmin(GroupAdmin):
     inlines = [*GroupAdmin.inlines, GroupRoomAccessInline]
 
-    # Who may make whom staff, superuser, or give permissions/groups: access decides
-    # (superusers only), so a staff account cannot raise itself or touch an administrator.
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if not access.may_manage_privileges(request.user):
-            fields += ["is_staff", "is_superuser", "groups", "user_permissions"]
+            fields.append("permissions")  # a group's permissions pass to its members
         return fields
-
-    def has_change_permission(self, request, obj=None):
-        # Their own page stays theirs (name, e-mail); its privilege fields are read-only.
-        if obj is not None and obj.pk != request.user.pk and not access.may_manage_member(request.user, obj):
-            return False
-        return super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        if obj is not None and not access.may_manage_member(request.user, obj):
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not access.may_manage_privileges(request.user):
-            actions.pop("delete_selected", None)  # bulk delete checks no single member
-        return actions
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
