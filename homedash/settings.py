@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "homedash.middleware.OnboardingMiddleware",
     "homedash.middleware.SecurityHeadersMiddleware",
+    "homedash.slowdown.AccountSlowdownMiddleware",
     # Axes must come last: it turns lockouts raised further in into its own response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -116,6 +117,11 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# ...and per account from any address (homedash/slowdown.py): past this many wrong passwords
+# each attempt waits 1 s, doubling, at most LOGIN_ACCOUNT_SLOWDOWN_MAX seconds after the last
+# failure; browsers that logged in to the account before are let through.
+LOGIN_ACCOUNT_SLOWDOWN_AFTER = config.env_int("LOGIN_ACCOUNT_SLOWDOWN_AFTER", 10, minimum=3, maximum=1000)
+LOGIN_ACCOUNT_SLOWDOWN_MAX = 300
 
 # Nothing a household member legitimately posts is big: refuse large bodies early.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024

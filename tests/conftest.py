@@ -25,6 +25,16 @@ def fast_password_hashing():
         yield
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Nothing a test leaves in Django's (in-process) cache, such as an account's failed
+    log-ins counted by homedash/slowdown.py, reaches the next test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def pytest_configure(config):
     """The suite never runs in the household's data directory (./var by default): its test
     database, debug-log state and collected files would land beside the household's. pytest-django
