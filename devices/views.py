@@ -384,6 +384,10 @@ async def device_credentials(request, pk: int):
         if not creds:
             await sync_to_async(messages.error)(request, "Nothing to save: give a password or token.")
             return redirect("device", pk=device.pk)
+        changed = _address_changed(request, device)
+        if changed:
+            await sync_to_async(messages.error)(request, f"Not saved: {changed}.")
+            return redirect("device", pk=device.pk)
         if not form.cleaned_data["skip_check"]:
             problem = await verify_credentials(device, creds)
             if problem is not None:
@@ -588,6 +592,10 @@ async def inbox_adopt(request, pk: int):
         creds = Credentials(token=data["token"])
     else:
         creds = Credentials(username=data["username"] or "admin", password=data["password"])
+    changed = _address_changed(request, device) if creds else None
+    if changed:
+        await sync_to_async(messages.error)(request, f"Not adopted: {changed}.")
+        return redirect("inbox")
     if device.auth_required and not creds and not data["skip_check"]:
         await sync_to_async(messages.error)(request, f"{device} asks for a {'token' if device.vendor == 'mystrom' else 'password'}: give it to adopt the device.")
         return redirect("inbox")
@@ -690,6 +698,16 @@ async def inbox_add(request):
 # ----------------------------------------------------------------------------- pending moves
 # A device with credentials claimed at a new address waits for staff (discovery/inbox.py,
 # docs/security.md): "<device> seems to have moved to <address> — confirm / dismiss".
+
+
+def _address_changed(request, device: Device) -> str | None:
+    """Credentials in a form go to the device's address, so only to the one the page showed
+    (a device without credentials follows a claimed move by itself, and an impostor could
+    otherwise race the household's click). Forms without the field are not checked."""
+    shown = request.POST.get("shown_address")
+    if shown is not None and shown != device.address:
+        return f"{device} is at {device.address} now, not at {shown[:60]} as the page showed; look at it again"
+    return None
 
 
 def pending_moves() -> list[dict]:

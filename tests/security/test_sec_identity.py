@@ -512,3 +512,68 @@ def test_only_staff_answer_a_pending_move_and_the_page_escapes_device_text():
     assert staff.post(f"/inbox/{device.pk}/move", data).status_code == 302
     device.refresh_from_db()
     assert (device.host, device.pending_host) == ("192.168.1.50", "")
+
+
+# ----------------------------------------------------------------------------- typed secrets
+
+
+def hidden_fields(page: str, action: str) -> dict[str, str]:
+    """The hidden inputs of the form posting to ``action`` (CSRF token, shown address)."""
+    start = page.index(f'action="{action}"')
+    form = page[start:page.index("</form>", start)]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_password_typed_on_a_page_goes_only_to_the_address_that_page_showed():
+    """A device without credentials follows a claimed move by itself; the password staff
+    then type for it must not follow that claim to the impostor."""
+    (home, evil, _), port = two_addresses()
+    real = ShellyRpc("SNSW-001P16EU", host=home, port=port, password=GEN2_PASSWORD)
+    await real.start()
+    try:
+        answer = await shelly_answer(home, port)
+        device = await Device.objects.acreate(mac=real.mac, vendor="shelly", generation=2, model_code="SNSW-001P16EU",
+                                              host=home, port=port, auth_required=True, found_by="mdns")
+        client = await staff_client()
+        action = f"/inbox/{device.pk}/adopt"
+        fields = hidden_fields(await inbox_page(client), action)
+        assert fields["shown_address"] == f"{home}:{port}"
+
+        discovery = Discovery(udp=False, mdns=False, allow_loopback=True)
+        browser = ShellyBrowser(discovery.client, discovery.found, allow_loopback=True)
+
+        def sighting(address: str):
+            name = f"shellyplus1pm-{real.mac.lower()}"
+            return sighting_from_records("_shelly._tcp.local.", f"{name}._shelly._tcp.local.", txt=["gen=2"],
+                                         addresses=[address], port=port, server=f"{name}.local.")
+
+        challenge = f'Digest qop="auth", realm="{answer["id"]}", nonce="1733300000", algorithm=SHA-256'
+        async with Impostor(evil, port, {"/shelly": (200, answer)}, challenge=challenge) as impostor:
+            await browser.handle_sighting(sighting(evil))  # meanwhile, on the LAN
+            await device.arefresh_from_db()
+            assert device.host == evil  # no credentials yet: followed (and audited)
+            response = await sync_to_async(client.post)(action, {**fields, "d%d-password" % device.pk: GEN2_PASSWORD,
+                                                                 "d%d-name" % device.pk: "Pump"})
+            assert response.status_code == 302
+            assert impostor.secrets_received() == []
+            assert [(m, p) for m, p, _, _ in impostor.requests] == [("GET", "/shelly")]
+        await device.arefresh_from_db()
+        assert not device.adopted and not device.has_credentials
+
+        # The real device is heard at home again; on a fresh page staff adopt it there.
+        browser.limiter.window = browser.reported.window = 0  # a new discovery window
+        await browser.handle_sighting(sighting(home))
+        await discovery.stop()
+        await device.arefresh_from_db()
+        assert device.host == home
+        fields = hidden_fields(await inbox_page(client), action)
+        real.reset_counters()
+        response = await sync_to_async(client.post)(action, {**fields, "d%d-password" % device.pk: GEN2_PASSWORD,
+                                                             "d%d-name" % device.pk: "Pump"})
+        assert response.status_code == 302
+        await device.arefresh_from_db()
+        assert device.adopted and device.credentials.password == GEN2_PASSWORD
+        assert real.requests_total >= 1  # the password was checked with the real device
+    finally:
+        await real.stop()
