@@ -51,6 +51,9 @@ CASES = {
     "inbox-add": ("post", None, lambda h: {"host": "", "port": "80"}, STAFF),
     "inbox-adopt": ("post", lambda h: {"pk": h.waiting.pk}, lambda h: {"name": "New", "room": h.kitchen.pk}, STAFF),
     "inbox-ignore": ("post", lambda h: {"pk": h.waiting.pk}, lambda h: {}, STAFF),
+    # A pending move's answer (test_sec_identity.py shows it applied); here none is pending.
+    "inbox-move": ("post", lambda h: {"pk": h.plug.pk}, lambda h: {"decision": "dismiss", "host": "192.168.1.99",
+                                                                "port": "80"}, STAFF),
     "events": ("get", None, None, MEMBERS),
     "device-log-panel": ("get", lambda h: {"pk": h.plug.pk}, None, STAFF),
     "device-log-controls": ("get", lambda h: {"pk": h.plug.pk}, None, STAFF),
