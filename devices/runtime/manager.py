@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import logging
 import random
 import time
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 RUNTIME_CHANNEL = "homedash.runtime"  # fixed channel name the runtime listens on for commands
 COMMAND_TIMEOUT = 15.0
 ADDRESS_RECHECK = 300.0  # seconds before a refused device address is looked up again
+ADDRESS_WATCH = 60.0  # seconds between look-ups of a device's host name while it is followed
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def address_problem(config: DeviceConfig) -> str | None:
@@ -201,13 +211,36 @@ class DeviceManager:
                     await asyncio.wait_for(session.stopping.wait(), ADDRESS_RECHECK)
                 continue
             try:
-                await session.run()
-                return
+                if await self._run_watched(session):
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("session of %s crashed; restarting", session.config.mac)
                 await asyncio.sleep(5)
+
+    async def _run_watched(self, session: DeviceSession) -> bool:
+        """Run the session. A device kept by host name is looked up again every
+        ADDRESS_WATCH seconds while it runs (the name may be re-pointed at this machine or
+        outside later): then the run ends and ``_run_session`` checks again before anything
+        else is sent. True when the session ended by itself."""
+        if _is_ip(session.config.host):
+            await session.run()
+            return True
+        run = asyncio.ensure_future(session.run())
+        try:
+            while True:
+                done, _ = await asyncio.wait({run}, timeout=ADDRESS_WATCH)
+                if run in done:
+                    run.result()
+                    return True
+                if await address_problem(session.config) is not None:
+                    return False
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
 
     async def stop_session(self, pk: int) -> None:
         session = self.sessions.pop(pk, None)

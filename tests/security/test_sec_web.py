@@ -294,6 +294,35 @@ async def test_runtime_checks_the_address_before_it_sends_the_token(settings, fa
         await switch.stop()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_runtime_stops_when_a_device_name_is_pointed_elsewhere(settings, fake_dns, monkeypatch):
+    """Followed by host name, the device's name is looked up again while it runs: pointed
+    outside the LAN, the session stops talking to it and says why."""
+    from devices.runtime import manager as manager_module
+
+    settings.ALLOW_LOOPBACK_DEVICES = True
+    monkeypatch.setattr(manager_module, "ADDRESS_WATCH", 0.2)
+    switch = MyStromSwitch("ch_v2", host="127.0.0.1", token="kitchen-token-1", relay=True)
+    await switch.start()
+    fake_dns["plug.example"] = "127.0.0.1"
+    device = await Device.objects.acreate(mac=switch.mac, vendor="mystrom", model_code="106", host="plug.example",
+                                          port=switch.port, adopted=True, poll_interval=0.2, raw_info={"type": 106},
+                                          credentials=Credentials(token="kitchen-token-1"))
+    rt = build_runtime(manager_options={"start_spread": 0.1, "flush_period": 0.2})
+    await rt.start()
+    try:
+        store = rt.manager.store
+        assert await until(lambda: store.get(device.pk) is not None and store.get(device.pk).online, timeout=5)
+        fake_dns["plug.example"] = "93.184.215.14"
+        assert await until(lambda: "address refused" in (store.get(device.pk).health.last_error or ""), timeout=3)
+        seen = switch.requests_total
+        await asyncio.sleep(1.0)  # five poll intervals
+        assert switch.requests_total == seen and "not a local" in store.get(device.pk).health.last_error
+    finally:
+        await rt.stop()
+        await switch.stop()
+
+
 # ----------------------------------------------------------------------------- 3. admin -> runtime
 
 
