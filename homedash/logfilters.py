@@ -17,8 +17,8 @@ HIDDEN = "[hidden]"
 _RULES: list[tuple[re.Pattern[str], str]] = [
     # Header lines and header tuples: "Authorization: Digest ...", (b'Authorization', b'Basic ...'),
     # myStrom's "Token: ...", whatever the quoting.
-    (re.compile(r"""(?i)\b((?:proxy-)?authorization|token|x-api-key|cookie|set-cookie)(['"]?\s*[:=,]\s*b?['"]?)"""
-                r"""[^'"\r\n]+"""), r"\1\2" + HIDDEN),
+    (re.compile(r"""(?i)\b((?:proxy-)?authorization|token|x-api-key|cookie|set-cookie)"""
+                r"""(['"]\s*,\s*b?['"]|['"]?\s*[:=]\s*b?['"]?)[^'"\r\n]+"""), r"\1\2" + HIDDEN),
     # JSON (RPC frames, settings): the auth object and any password-like field.
     (re.compile(r"""(?i)("(?:auth|password|pass|old_pass|new_pass|ha1|response|cnonce|token|key)"\s*:\s*)"""
                 r"""(\{[^{}]*\}?|"(?:[^"\\]|\\.)*"?)"""), r'\1"' + HIDDEN + '"'),
