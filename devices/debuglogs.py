@@ -53,6 +53,7 @@ from devices.drivers.debuglog import LINE_CAP, DebugLogStream, parse_udp_log_dat
 from devices.drivers.errors import AuthRequired, DeviceError, Throttled, Unsupported, WrongCredentials
 from devices.drivers.gate import DeviceGate, gate_for
 from devices.drivers.types import LogLine, mac_from_shelly_id
+from devices.runtime.manager import address_problem
 
 log = logging.getLogger(__name__)
 
@@ -614,6 +615,9 @@ class LogHub:
             return {"ok": False, "error": "no such device"}
         if facts.vendor != "shelly" or (facts.generation or 1) < 2:
             return {"ok": False, "error": "live debug logs need a Shelly Gen2 or newer; this device cannot stream them"}
+        problem = await address_problem(facts)  # before the password goes out
+        if problem is not None:
+            return {"ok": False, "error": f"address refused: {problem}"}
         entry = self._log(pk, facts.name)
         async with entry.lock:
             entry.facts = facts
@@ -774,6 +778,11 @@ class LogHub:
                 entry.facts = await sync_to_async(_device_facts)(entry.pk) or entry.facts
             attempt += 1
             facts = entry.facts
+            problem = await address_problem(facts)  # the name may point elsewhere by now
+            if problem is not None:
+                entry.state, entry.error = "error", f"address refused: {problem}"
+                self.note(entry, f"not connecting to the debug log: {entry.error}")
+                return
             stream = DebugLogStream(facts.host, facts.port, password=facts.password or None, device=entry.name,
                                     line_cap=self.line_cap, gate=device_gate(facts))
             try:

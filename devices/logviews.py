@@ -322,6 +322,11 @@ async def fetch_gen1_debug_file(device: Device) -> dict:
     from devices.drivers.gate import gate_for
     from devices.drivers.shelly_gen1 import ShellyGen1
 
+    from devices.runtime.manager import address_problem
+
+    problem = await address_problem(device)  # before the password goes out
+    if problem is not None:
+        return {"error": f"address refused: {problem}"}
     creds = device.credentials
     username, password = getattr(creds, "username", "") or "admin", getattr(creds, "password", "") or None
     # The device's one turn (drivers/gate.py), as for the runtime's polls of it.

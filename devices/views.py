@@ -344,6 +344,11 @@ async def verify_credentials(device: Device, creds: Credentials) -> str | None:
 
     # The device's one turn (drivers/gate.py): the check waits for the runtime's poll in
     # flight instead of overlapping it. (Scaled mode: the owning worker's gate.)
+    # Checked before the secret goes out: a host name may point at this machine or
+    # outside the LAN by now (the runtime checks the same before every session).
+    problem = await manager_module.address_problem(device)
+    if problem is not None:
+        return f"address refused: {problem}"
     gate = gate_for(mac=device.mac, host=device.host, port=device.port)
     async with make_client() as client:
         try:

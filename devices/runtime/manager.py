@@ -40,8 +40,9 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def address_problem(config: DeviceConfig) -> str | None:
-    """Why the runtime must not connect to this device's address (None: it may). The same
+async def address_problem(config) -> str | None:
+    """Why homedash must not connect to this device's address (None: it may); ``config``
+    is anything with ``host`` and ``port`` (a DeviceConfig, a Device row). The same
     rule as the forms (discovery.identify.check_device_address): LAN addresses only,
     loopback only with HOMEDASH_ALLOW_LOOPBACK_DEVICES, host names resolved and checked."""
     from django.conf import settings

@@ -323,6 +323,38 @@ async def test_runtime_stops_when_a_device_name_is_pointed_elsewhere(settings, f
         await switch.stop()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_credentials_check_goes_only_to_an_allowed_address(settings, fake_dns):
+    """Saving a token checks it with the device first: not at a name that now points at
+    this machine (the token would go there); allowed, the check reaches the device."""
+    settings.ALLOW_LOOPBACK_DEVICES = False
+    switch = MyStromSwitch("ch_v2", host="127.0.0.1", token="kitchen-token-1")
+    await switch.start()
+    fake_dns["sneaky.example"] = "127.0.0.1"
+    try:
+        house = await sync_to_async(build_secure_house)()
+        device = await Device.objects.acreate(mac=switch.mac, vendor="mystrom", model_code="106",
+                                              host="sneaky.example", port=switch.port, adopted=True,
+                                              room=house.kitchen, raw_info={"type": 106})
+        anna = Client()
+        await sync_to_async(anna.force_login)(house.anna)
+        url = reverse("device-credentials", args=[device.pk])
+        await asyncio.to_thread(anna.post, url, {"token": "kitchen-token-1"})
+        assert switch.requests_total == 0
+        failed = await AuditEntry.objects.filter(action="device.credentials", device=device).alast()
+        assert failed.result == "failed" and "address refused" in failed.detail
+        await device.arefresh_from_db()
+        assert not device.has_credentials
+
+        settings.ALLOW_LOOPBACK_DEVICES = True
+        await asyncio.to_thread(anna.post, url, {"token": "kitchen-token-1"})
+        assert switch.requests_total > 0
+        await device.arefresh_from_db()
+        assert device.credentials.token == "kitchen-token-1"
+    finally:
+        await switch.stop()
+
+
 # ----------------------------------------------------------------------------- 3. admin -> runtime
 
 
