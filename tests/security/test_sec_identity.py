@@ -11,6 +11,7 @@ The household's devices are the simulator's, followed by the real runtime."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 from datetime import timedelta
@@ -577,3 +578,30 @@ async def test_a_password_typed_on_a_page_goes_only_to_the_address_that_page_sho
         assert real.requests_total >= 1  # the password was checked with the real device
     finally:
         await real.stop()
+
+
+# ----------------------------------------------------------------------------- real mDNS
+
+
+@pytest.mark.netns
+def test_forged_mdns_records_over_real_multicast_get_no_digest_and_no_move():
+    """The whole path with real zeroconf packets, in a private network namespace: forged
+    ``_shelly._tcp`` / ``_http._tcp`` records of a protected Gen2 device -> homedash's
+    browser -> the unauthenticated /shelly probe -> a pending move; the runtime keeps
+    polling the real device, the impostor gets no credential."""
+    from pathlib import Path
+
+    from tests.discovery.disc_netns import run_json_in_netns
+
+    result = run_json_in_netns(Path(__file__).with_name("sec_mdns_forgery_child.py"), timeout=90)
+    assert result["instances"] >= 2 and result["mdns"]["probes"] >= 1, result
+    impostor = result["impostor"]
+    assert impostor, "the forged record was probed"
+    assert [(r["method"], r["path"]) for r in impostor] == [("GET", "/shelly")] * len(impostor), impostor
+    for r in impostor:
+        assert "authorization" not in r["headers"] and "token" not in r["headers"], r
+        assert '"auth"' not in r["body"] and GEN2_PASSWORD not in json.dumps(r), r
+    assert result["device"] == {"host": "127.0.0.10", "pending_host": "127.0.0.66", "pending_found_by": "mdns",
+                                "pending_answered": True}, result
+    assert result["runtime_host"] == "127.0.0.10" and result["runtime_online"], result
+    assert result["real_requests"] > 0
