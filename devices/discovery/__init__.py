@@ -10,7 +10,8 @@ For the runtime::
 
 ``on_device(outcome)`` (sync or async) receives an ``inbox.Outcome`` for every device
 recorded: ``outcome.kind`` is "created", "moved" (``old_host``/``old_port`` say from
-where) or "unchanged".
+where), "pending" (a device with credentials claimed elsewhere: ``pending_host``/
+``pending_port``; it did not move, staff decide in the inbox) or "unchanged".
 
 The names below are imported lazily: the pure parsers must stay importable without Django
 being set up.
