@@ -505,6 +505,8 @@ def test_only_staff_answer_a_pending_move_and_the_page_escapes_device_text():
     page = staff.get("/inbox/").content.decode()
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;</strong> seems to have moved" in page
+    device_page = staff.get(f"/devices/{device.pk}/").content.decode()
+    assert 'id="pending-move"' in device_page and f'href="/inbox/#move-{device.pk}"' in device_page
     device.refresh_from_db()
     assert (device.host, device.pending_host) == ("192.168.1.30", "192.168.1.50")
     assert staff.post(f"/inbox/{device.pk}/move", {**data, "decision": "sideways"}).status_code == 302
