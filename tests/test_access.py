@@ -73,3 +73,35 @@ def test_debug_logs_need_their_own_permission(house):
     parent = type(parent).objects.get(pk=parent.pk)  # permission cache
     assert access.may_read_logs(parent, device)
     assert not access.may_read_logs(house["outsider"], device)
+
+
+def test_events_and_raw_status_follow_the_channels(house):
+    from devices.models import DeviceEvent
+
+    device, lamp, boiler, nightlight = house["device"], house["lamp"], house["boiler"], house["nightlight"]
+    for channel in (lamp, boiler, nightlight, None):
+        DeviceEvent.objects.create(device=device, channel=channel, kind="press" if channel else "online")
+    events = DeviceEvent.objects.filter(device=device)
+    seen = {e.channel for e in access.visible_events(house["kid"], events)}
+    assert seen == {lamp, nightlight, None}  # the cellar's boiler stays hidden, device-wide events show
+    # Device-wide events go with the device page, which the outsider cannot open at all.
+    assert [e.channel for e in access.visible_events(house["outsider"], events)] == [None]
+    assert {e.channel for e in access.visible_events(house["staff"], events)} == {lamp, boiler, nightlight, None}
+    assert not access.visible_events(None, events).exists()
+    # Raw status: all or nothing. The kid misses the cellar, the parent the kids' room.
+    assert not access.may_view_raw(house["kid"], device) and not access.may_view_raw(house["parent"], device)
+    assert access.may_view_raw(house["staff"], device)
+    RoomAccess.objects.create(room=house["rooms"][2], user=house["kid"], level="view")
+    assert access.may_view_raw(house["kid"], device)
+
+
+def test_only_superusers_change_administrators(house, django_user_model):
+    staff, kid = house["staff"], house["kid"]
+    root = django_user_model.objects.create_superuser("root", password="x" * 12)
+    other_staff = django_user_model.objects.create_user("sam", password="x" * 12, is_staff=True)
+    assert access.may_manage_member(staff, kid)
+    assert not access.may_manage_member(staff, root) and not access.may_manage_member(staff, other_staff)
+    assert not access.may_manage_member(staff, staff)  # no raising oneself either
+    assert access.may_manage_member(root, staff) and access.may_manage_member(root, other_staff)
+    assert not access.may_manage_member(kid, house["guest"])
+    assert access.may_manage_privileges(root) and not access.may_manage_privileges(staff)
