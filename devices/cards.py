@@ -43,6 +43,14 @@ def manager():
     return getattr(rt, "manager", None) if rt is not None and rt.running else None
 
 
+def live_sequence() -> int | None:
+    """The publisher's sequence number now (see devices/runtime/publisher.py), or None when
+    no runtime draws cards in this process. Cards drawn after reading it (render_cards
+    takes the runtime's state) show every change numbered up to it."""
+    m = manager()
+    return m.publisher.seq if m is not None else None
+
+
 def channel_meta(channel: Channel) -> ChannelMeta:
     return ChannelMeta(channel.pk, channel.device_id, channel.key, channel.kind, channel.name or channel.key,
                        channel.room_id, channel.visible)

@@ -5,6 +5,13 @@ of the rooms (or the device) the user may see, plus `user.<pk>` so a logout or a
 of access can reach it later. After that the handlers only forward the HTML strings the
 publisher rendered once per change — no per-browser rendering, no per-message checks.
 
+A page applies messages in order, each card replacing the one with its id, so the snapshot
+(every card, sent at connect and on demand) must agree with every card sent after it. It
+is drawn after the socket has joined its groups, from the runtime's own live state; cards
+that arrive while it is drawn are held and leave after it, and only those newer than it
+(by the publisher's sequence numbers). Without this, at start-up a card pushed "online"
+while the snapshot was drawn was painted "last known" again by the older snapshot.
+
 Close codes (htmx-ext-ws reconnects by itself only on 1006/1011/1012/1013; static/js/
 homedash.js handles ours):
   4401  not logged in (or logged out): the page sends the browser to the login page
@@ -31,7 +38,7 @@ from django.dispatch import receiver
 from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
-from homedash.layers import HouseholdChannelLayer
+from homedash.layers import HouseholdChannelLayer, reaches_other_processes
 from homedash.limits import CLOSE_FLOOD, DROP, OK, MessageBudget
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,10 @@ FRAME = 1 / 60
 # this many bytes they are dropped and the page gets a fresh snapshot instead, which is
 # the same state in at most one card per channel.
 OUTBOX_LIMIT = 512 * 1024
+# Bytes (UTF-8) in one message at most, split between cards: a server may cap websocket
+# messages, and daphne's cap (autobahn's) applies to what it sends as well as to what it
+# receives, while a large household's snapshot is several hundred kB.
+MESSAGE_LIMIT = 64 * 1024
 
 CLOSE_LOGGED_OUT = 4401
 CLOSE_FORBIDDEN = 4403
@@ -79,6 +90,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._flush_at: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task | None = None
         self._last_sent = float("-inf")
+        # Cards arriving while a snapshot is drawn wait for it (_send_snapshot); the first
+        # one is on its way from here, and the sequence is read before the plan below.
+        self._holding = True
+        self._held: list[tuple[int | None, str]] = []
+        self._held_bytes = 0
+        cut = self._sequence()
         # Accept first, then close with an application code: a refused handshake looks like
         # a network failure (1006) to the browser, and htmx-ext-ws would retry forever.
         await self.accept()
@@ -95,7 +112,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if isinstance(self.channel_layer, HouseholdChannelLayer):
             self.channel_layer.deliver_directly(self.channel_name, self._take_direct)
         await self._join()
-        await self.send_snapshot(channel_pks)
+        await self._send_snapshot(cut, channel_pks)
         self._rejoin_task = asyncio.ensure_future(self._rejoin_forever())
 
     def plan(self, user) -> tuple[list[str], list[int]] | int:  # pragma: no cover - abstract
@@ -111,12 +128,61 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(REJOIN_PERIOD)
             await self._join()
 
-    async def send_snapshot(self, channel_pks: list[int]) -> None:
-        """Every card this page shows, as it is now: the page may have missed changes
-        while the socket was down."""
-        html = await database_sync_to_async(_snapshot)(channel_pks)
-        if html:
-            await self.send(text_data=html)
+    def _sequence(self) -> int | None:
+        """Where the live cards stand now (cards.live_sequence), if the numbers messages
+        carry can be compared with it: only on a layer that stays in this process, whose
+        cards all come from this process's publisher."""
+        if reaches_other_processes(self.channel_layer):
+            return None
+        return cards.live_sequence()
+
+    async def _send_snapshot(self, cut: int | None, channel_pks: list[int] | None = None) -> None:
+        """Every card this page shows, as it is now (the page may have missed changes while
+        the socket was down), consistent with every card sent after it.
+
+        `cut` is the sequence read before anything the snapshot shows was read (its
+        channels included: pass `channel_pks` only from a plan made after reading it).
+        Cards arriving meanwhile are held; after the snapshot go those numbered above the
+        cut (and any without a number); the others show nothing newer than the snapshot,
+        and sent after it could only paint a card older than it."""
+        self._holding = True
+        # What the outbox still holds came before the cut: the snapshot shows it, or newer.
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        try:
+            if channel_pks is None:
+                plan = await database_sync_to_async(self.plan)(self.scope["user"])
+                if isinstance(plan, int):
+                    await self.close(code=plan)
+                    return
+                channel_pks = plan[1]
+            parts = await database_sync_to_async(_snapshot)(channel_pks)
+        finally:
+            self._holding = False
+            held, self._held, self._held_bytes = self._held, [], 0
+        parts += [html for seq, html in held if seq is None or cut is None or seq > cut]
+        await self._send_parts(parts)
+        if self._resync:            # what arrived meanwhile overflowed: another one
+            self._schedule_flush()
+
+    async def _send_parts(self, parts: list[str]) -> None:
+        """Cards in as few messages as MESSAGE_LIMIT allows — one, unless it is a large
+        snapshot — split only between cards (or a device's cards), in order."""
+        if not parts:
+            return
+        if sum(map(len, parts)) * 4 <= MESSAGE_LIMIT:  # surely under it: no counting
+            await self.send(text_data="".join(parts))
+            return
+        batch: list[str] = []
+        size = 0
+        for part in parts:
+            n = len(part.encode())
+            if batch and size + n > MESSAGE_LIMIT:
+                await self.send(text_data="".join(batch))
+                batch, size = [], 0
+            batch.append(part)
+            size += n
+        await self.send(text_data="".join(batch))
 
     async def disconnect(self, code):
         if isinstance(self.channel_layer, HouseholdChannelLayer):
@@ -126,6 +192,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self._flushing is not None and not self._flushing.done():
             self._flushing.cancel()
         self._outbox.clear()
+        self._held.clear()
         if self._rejoin_task is not None:
             self._rejoin_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,25 +249,37 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.resend_everything()
 
     async def resend_everything(self) -> None:
-        plan = await database_sync_to_async(self.plan)(self.scope["user"])
-        if isinstance(plan, int):
-            await self.close(code=plan)
-            return
-        await self.send_snapshot(plan[1])
+        """A fresh snapshot, drawn by the sender (_flush) like an overflowing outbox's: one
+        at a time, however often a page asks, and in order with the cards around it."""
+        self._resync = True
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._schedule_flush()
 
     # ---------------------------------------------------------------- channel layer
     async def fragment(self, event):
         """A card from the queue (a layer that cannot hand it over directly)."""
-        self._enqueue(event["html"])
+        self._enqueue(event["html"], event.get("seq"))
 
     def _take_direct(self, message: dict) -> bool:
         """Our in-memory layer hands cards over here without queueing them."""
         if message.get("type") != "fragment":
             return False
-        self._enqueue(message["html"])
+        self._enqueue(message["html"], message.get("seq"))
         return True
 
-    def _enqueue(self, html: str) -> None:
+    def _enqueue(self, html: str, seq: int | None = None) -> None:
+        if self._holding:
+            # A snapshot is being drawn: the card waits for it (_send_snapshot). Too much
+            # waiting means another snapshot after this one, which covers all of it.
+            if not self._resync:
+                self._held.append((seq, html))
+                self._held_bytes += len(html)
+                if self._held_bytes > OUTBOX_LIMIT:
+                    self._held.clear()
+                    self._held_bytes = 0
+                    self._resync = True
+            return
         if not self._resync:
             self._outbox.append(html)
             self._outbox_bytes += len(html)
@@ -226,12 +305,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._last_sent = asyncio.get_running_loop().time()
         if self._resync:
             self._resync = False
-            await self.resend_everything()
+            await self._send_snapshot(self._sequence())
         elif self._outbox:
-            html = "".join(self._outbox)
-            self._outbox.clear()
+            parts, self._outbox = self._outbox, []
             self._outbox_bytes = 0
-            await self.send(text_data=html)
+            await self._send_parts(parts)
         self._flushing = None
         if self._outbox or self._resync:   # arrived while this one was going out
             self._schedule_flush()
@@ -253,12 +331,13 @@ def _log_failure(task: asyncio.Task) -> None:
         log.error("sending live cards to a page failed", exc_info=task.exception())
 
 
-def _snapshot(pks: list[int]) -> str:
-    """Rendered in a thread: a card may look up its last stored event."""
+def _snapshot(pks: list[int]) -> list[str]:
+    """The cards, rendered in a thread (a card may look up its last stored event); the
+    runtime's state where it follows the device (render_cards)."""
     channels = list(Channel.objects.select_related("device", "room", "device__room").filter(pk__in=pks)
                     .order_by("device_id", "order", "pk"))
     cards.seed_day_baselines([c.pk for c in channels])
-    return "".join(cards.render_cards(channels, oob=True))  # inputs' stored presses in one query
+    return cards.render_cards(channels, oob=True)  # inputs' stored presses in one query
 
 
 class HomeConsumer(LiveConsumer):

@@ -153,11 +153,14 @@ class DeviceManager:
             "oob": True,
         }
 
-    async def send(self, groups: list[str], html: str) -> None:
+    async def send(self, groups: list[str], html: str, seq: int | None = None) -> None:
         if self.layer is None:
             return
+        message = {"type": "fragment", "html": html}
+        if seq is not None:
+            message["seq"] = seq  # see the publisher: lets a page's snapshot drop what it already shows
         for group in groups:
-            await self.layer.group_send(group, {"type": "fragment", "html": html})
+            await self.layer.group_send(group, message)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, runtime) -> None:

@@ -7,6 +7,11 @@ once, from the same template partials the pages use, and the resulting string is
 the channel-layer groups of the device and of every room it shows up in — never rendered
 per browser.
 
+Every change the publisher hears of gets the next number of one sequence, and each message
+carries the number of its device's newest change (`seq`): a page's socket reads the
+sequence before drawing a snapshot, and a message numbered at or below that shows nothing
+the snapshot does not (devices/consumers.py drops such messages if they arrive after it).
+
 Persister: last-known state and readings are written in batches off the hot path, so a
 restart shows last-known values at once (marked stale) without the database seeing every
 watt of every poll.
@@ -172,7 +177,7 @@ def state_from_json(data: dict) -> ChannelState | None:
 class Publisher:
     def __init__(self, store: StateStore, catalogue: Catalogue, render, send, listening=None) -> None:
         """`render(device_pk, keys, presence) -> str` makes the HTML once;
-        `send(groups, html)` hands it to the channel layer; `listening(group) -> bool`,
+        `send(groups, html, seq)` hands it to the channel layer; `listening(group) -> bool`,
         when given, says whether any page follows a group: cards nobody would receive
         are not rendered (pages and snapshots render what they need themselves)."""
         self.store = store
@@ -186,12 +191,19 @@ class Publisher:
         self._last_sent: dict[int, float] = {}
         self._scheduled: dict[int, asyncio.TimerHandle | asyncio.Handle] = {}
         self.sent = 0
+        # The sequence: changes heard so far, and per device the number of its newest one.
+        self.seq = 0
+        self._seq_of: dict[int, int] = {}
         store.subscribe(self.on_change)
 
     def on_change(self, change: Change) -> None:
         if not (change.channels or change.presence or change.events):
             return
         pk = change.pk
+        # Numbered when heard, i.e. right after the store applied it: whatever reads the
+        # state after reading `seq` sees this change.
+        self.seq += 1
+        self._seq_of[pk] = self.seq
         self._pending[pk] |= change.channels
         if change.presence:
             self._presence.add(pk)
@@ -234,7 +246,10 @@ class Publisher:
         groups = {device_group(pk)} | {room_group(room) for room in self.catalogue.rooms_of(pk, keys)}
         self._last_sent[pk] = time.monotonic()
         self.sent += 1
-        asyncio.get_running_loop().create_task(self.send(sorted(groups), html))
+        # Drawn just now from the store, so it shows every change of the device numbered up
+        # to its newest one.
+        seq = self._seq_of.get(pk, self.seq)
+        asyncio.get_running_loop().create_task(self.send(sorted(groups), html, seq))
 
     def _watched(self, pk: int, keys: set[str], siblings) -> set[str]:
         """The keys some open page shows: all of them when a device page is open, else
@@ -252,6 +267,7 @@ class Publisher:
             handle.cancel()
         self._pending.pop(pk, None)
         self._last_sent.pop(pk, None)
+        self._seq_of.pop(pk, None)
 
 
 class Persister:

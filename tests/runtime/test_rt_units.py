@@ -50,7 +50,7 @@ async def test_lone_change_goes_out_at_once_and_bursts_are_coalesced():
     catalogue.channels[(1, "switch:0")] = ChannelMeta(10, 1, "switch:0", "switch", "Lamp", None)
     sent: list[tuple[float, list[str], str]] = []
 
-    async def send(groups, html):
+    async def send(groups, html, seq):
         sent.append((time.monotonic(), groups, html))
 
     renders = []
@@ -93,7 +93,7 @@ async def test_cards_nobody_follows_are_not_rendered():
     listeners: set[str] = set()
     renders: list[set[str]] = []
 
-    async def send(groups, html):
+    async def send(groups, html, seq):
         pass
 
     def render(pk, keys, presence):

@@ -1,0 +1,256 @@
+"""The home page's socket at start-up: its snapshot agrees with every live card sent after
+it, so a page that applies messages in order never goes back to "last known".
+
+The fault this guards against (issue 14): the socket's snapshot is drawn in a thread
+while the runtime brings 200 devices online; cards pushed meanwhile left first, and the
+snapshot drawn from the older state then painted them "last known" again until each
+device's next visible change (30-64 s later).
+
+The big test is the whole thing for real: 200 simulated devices on 127.0.0.1 (in a thread
+of this process), a real `serve` in another process that has run once already (so every
+card has a stored, "last known" state to start from), restarted, and home-page sockets
+opened by a logged-in user while the runtime brings the devices online. Each socket's
+messages are applied in order, as htmx does (a card replaces the card with its id), and
+every card must be live within 2 s of its device coming online (the server's own
+"online" events) or of the socket opening, whichever is later, and stay live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from devices.demo import describe_fleet
+from devices.simulator.fleet import Fleet
+from tests.servers import REPO, LiveServer
+
+DEVICES = 200
+PASSWORD = "snapshot-test-pw-1"
+# Devices that answer when asked (no sleepers: they come online when they wake, not at start).
+MODELS = ["WS2", "SHPLG-S", "SNSW-001P16EU", "WRB", "SHSW-PM", "SPSW-104PE16EU", "WSE", "SNSW-102P16EU:cover",
+          "SHDM-2", "S3SW-001P16EU"]
+LIVE_WITHIN = 2.0            # seconds from "device online" (or socket open) to a live card
+WATCH_AT_MOST = 40.0         # seconds the sockets are read after the restart, at most
+CARD = re.compile(r'<article(?: hx-swap-oob="true")? id="channel-(\d+)" class="([^"]*)"[^>]*? data-device="(\d+)"')
+
+
+class FleetThread:
+    """Simulated devices on their own event loop in a thread (the server runs in another
+    process; this process only reads sockets)."""
+
+    def __init__(self, models: list[str], count: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
+        self.thread.start()
+        # A long update period: no device changes by itself during the test, so a card
+        # drawn stale would stay stale (the fault is then seen, not hidden by the next change).
+        self.fleet = Fleet(models, count=count, seed=14, update_period=3600.0)
+        self.run(self.fleet.start(), timeout=60)
+
+    def run(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.fleet.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Page:
+    """A home page as the browser keeps it: each message's cards replace the cards with
+    the same id, in the order messages arrive."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.opened_at = 0.0
+        self.messages = 0
+        self.cards: dict[int, tuple[bool, int]] = {}      # channel pk -> (live, device pk)
+        self.live_since: dict[int, float] = {}           # channel pk -> when it last became live
+        self.went_stale: list[tuple[int, float]] = []     # a live card drawn not live again
+        self.first_drawn_stale = 0                       # cards that began "last known"/offline
+        self.first_message_after: float | None = None    # seconds from opening to the snapshot
+
+    def apply(self, html: str, at: float) -> None:
+        self.messages += 1
+        if self.first_message_after is None:
+            self.first_message_after = at - self.opened_at
+        for pk, classes, device in CARD.findall(html):
+            pk, device = int(pk), int(device)
+            classes = classes.split()
+            live = "is-offline" not in classes and "is-stale" not in classes
+            if pk not in self.cards and not live:
+                self.first_drawn_stale += 1
+            was = self.cards.get(pk, (False, device))[0]
+            if live and not was:
+                self.live_since[pk] = at
+            if was and not live:
+                self.went_stale.append((pk, at))
+            self.cards[pk] = (live, device)
+
+
+def _log_in(url: str) -> str:
+    with httpx.Client(base_url=url, timeout=30.0) as client:
+        page = client.get("/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        reply = client.post("/login/", data={"username": "demo", "password": PASSWORD, "csrfmiddlewaretoken": token},
+                            headers={"Referer": url + "/login/", "Origin": url})
+        assert reply.status_code in (302, 303), reply.status_code
+        return client.cookies["sessionid"]
+
+
+def _wait(predicate, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def _online(server: LiveServer) -> int:
+    try:
+        return httpx.get(server.url + "/healthz", timeout=5).json()["devices"]["online"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return -1
+
+
+async def _watch(server: LiveServer, session: str, page: Page, until: dict) -> None:
+    from websockets.asyncio.client import connect
+
+    page.opened_at = time.time()
+    async with connect(f"ws://127.0.0.1:{server.port}/ws/home/", origin=server.url,
+                       additional_headers={"Cookie": f"sessionid={session}"}, max_size=None,
+                       open_timeout=10) as socket:
+        while time.time() < until["at"]:
+            try:
+                message = await asyncio.wait_for(socket.recv(), 0.25)
+            except TimeoutError:
+                continue
+            if isinstance(message, str) and not message.startswith("error:"):
+                page.apply(message, time.time())
+
+
+async def _pages(server: LiveServer, session: str, opens: list[float]) -> list[Page]:
+    """Sockets opened `opens` seconds after now, all read until every device has been
+    online for LIVE_WITHIN + 1 s (as /healthz counts them), or WATCH_AT_MOST s."""
+    start = time.time()
+    until = {"at": start + WATCH_AT_MOST}
+    pages = [Page(f"socket opened at +{delay:.1f} s") for delay in opens]
+
+    async def one(page: Page, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await _watch(server, session, page, until)
+
+    async def all_online() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+            while time.time() < until["at"]:
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    if (await client.get("/healthz")).json()["devices"]["online"] == DEVICES:
+                        # Online devices are written to the database every 2 s: +2 s.
+                        until["at"] = min(until["at"], time.time() + LIVE_WITHIN + 1 + max(opens))
+                        return
+                await asyncio.sleep(0.5)
+
+    await asyncio.gather(all_online(), *(one(page, delay) for page, delay in zip(pages, opens)))
+    return pages
+
+
+def _online_events(data_dir, since: float) -> dict[int, float]:
+    """When the server's runtime saw each device come online (its own 'online' events)."""
+    con = sqlite3.connect(f"file:{data_dir / 'homedash.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT device_id, ts FROM devices_deviceevent WHERE kind = 'online'").fetchall()
+    finally:
+        con.close()
+    first: dict[int, float] = {}
+    for device, ts in rows:
+        at = datetime.fromisoformat(ts).replace(tzinfo=timezone.utc).timestamp()  # stored as UTC
+        if at >= since and (device not in first or at < first[device]):
+            first[device] = at
+    return first
+
+
+def test_every_card_is_live_within_2_s_of_its_device_coming_online(tmp_path):
+    began = time.monotonic()
+    data = tmp_path / "data"
+    fleet = FleetThread(MODELS, DEVICES)
+    try:
+        rows = fleet.run(describe_fleet(fleet.fleet))
+        assert len(rows) == DEVICES
+        for row in rows:
+            row["poll_interval"] = 30.0    # the first poll is what matters here
+        rows_file = tmp_path / "rows.json"
+        rows_file.write_text(json.dumps(rows))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEDASH_")}
+        env.update(HOMEDASH_DATA_DIR=str(data), HOMEDASH_DEMO="true", HOMEDASH_DISCOVERY="false")
+        prepared = subprocess.run([sys.executable, "manage.py", "demo", "--prepare", str(rows_file), "--password",
+                                   PASSWORD], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+
+        # A first run finds every device's channels and stores their state: the second
+        # start begins from those, "last known", like any restart of a household's server.
+        server = LiveServer(data)
+        server.start(timeout=60)
+        try:
+            session = _log_in(server.url)
+            assert _wait(lambda: _online(server) == DEVICES, 40), f"{_online(server)} of {DEVICES} online"
+            time.sleep(2.5)                # one more persister batch: every card's state stored
+        finally:
+            server.stop()
+        first_run = time.monotonic() - began
+
+        restarted = time.time()
+        server.start(timeout=60)
+        try:
+            # Sockets opened while the runtime brings the devices online (its start is
+            # spread over 5 s), and read until every device has been online for a while.
+            pages = asyncio.run(_pages(server, session, opens=[0.0, 0.5, 1.5, 3.0]))
+            online_now = _online(server)
+        except Exception:
+            server.stop()
+            print(server.output[-5000:])
+            raise
+        finally:
+            server.stop()
+        online = _online_events(data, restarted)
+    finally:
+        fleet.close()
+
+    assert online_now == DEVICES and len(online) == DEVICES, (online_now, len(online))
+    report = [f"first run {first_run:.1f} s, whole test {time.monotonic() - began:.1f} s"]
+    # The restart really began from stored cards: the first socket saw them "last known".
+    problems = [] if pages[0].first_drawn_stale else [f"{pages[0].name}: no card began stale (too late?)"]
+    for page in pages:
+        late, not_live = [], []
+        for pk, (live, device) in page.cards.items():
+            if not live:
+                not_live.append(pk)
+                continue
+            due = max(online[device], page.opened_at) + LIVE_WITHIN
+            if page.live_since[pk] > due:
+                late.append((pk, round(page.live_since[pk] - max(online[device], page.opened_at), 2)))
+        report.append(f"{page.name}: snapshot after {page.first_message_after or 0:.2f} s, {len(page.cards)} cards "
+                      f"({page.first_drawn_stale} first stale), {page.messages} messages, "
+                      f"{len(page.went_stale)} live cards drawn stale again, {len(late)} late, {len(not_live)} not live")
+        if len(page.cards) < DEVICES:
+            problems.append(f"{page.name}: only {len(page.cards)} cards")
+        if not_live:
+            problems.append(f"{page.name}: cards not live at the end: {not_live[:10]}")
+        if page.went_stale:
+            problems.append(f"{page.name}: live cards drawn stale again: {page.went_stale[:10]}")
+        if late:
+            problems.append(f"{page.name}: cards live too late (s after online): {late[:10]}")
+    print("\n".join(report))
+    assert not problems, "\n".join(report + problems)
