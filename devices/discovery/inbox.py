@@ -289,7 +289,7 @@ def _note_pending_move(
     if device.pending_host and device.pending_since is not None:
         if (now - device.pending_since).total_seconds() < PENDING_REPLACE_AFTER:
             log.debug("%s claimed again from %s; keeping the pending move to %s for now",
-                     device.mac, _address(host, port), device.pending_address)
+                      device.mac, _address(host, port), device.pending_address)
             return _pending_outcome(device, found_by)
     pending = {"pending_host": host, "pending_port": port, "pending_found_by": found_by,
                "pending_since": now, "pending_answered": bool(answered)}
