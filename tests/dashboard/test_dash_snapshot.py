@@ -6,7 +6,8 @@ while the runtime brings 200 devices online; cards pushed meanwhile left first, 
 snapshot drawn from the older state then painted them "last known" again until each
 device's next visible change (30-64 s later).
 
-The big test is the whole thing for real: 200 simulated devices on 127.0.0.1 (in a thread
+The first tests take the rule itself on the real consumer (a snapshot held up while cards
+arrive). The big test is the whole thing for real: 200 simulated devices on 127.0.0.1 (in a thread
 of this process), a real `serve` in another process that has run once already (so every
 card has a stored, "last known" state to start from), restarted, and home-page sockets
 opened by a logged-in user while the runtime brings the devices online. Each socket's
@@ -29,12 +30,25 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from types import SimpleNamespace
+
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
 
+from devices import consumers
+from devices import runtime as runtime_module
 from devices.demo import describe_fleet
+from devices.drivers.types import ChannelState
+from devices.runtime.manager import DeviceManager, _load_from_database
 from devices.simulator.fleet import Fleet
+from homedash.asgi import application
+from tests.dashboard.conftest import build_house
 from tests.servers import REPO, LiveServer
+from tests.waiting import until
 
 DEVICES = 200
 PASSWORD = "snapshot-test-pw-1"
@@ -100,6 +114,158 @@ class Page:
             self.cards[pk] = (live, device)
 
 
+# ----------------------------------------------------------------------------- the rule itself
+async def _socket(user) -> WebsocketCommunicator:
+    def cookie():
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    headers = [(b"origin", b"http://127.0.0.1"), (b"cookie", f"sessionid={await sync_to_async(cookie)()}".encode())]
+    communicator = WebsocketCommunicator(application, "/ws/home/", headers=headers)
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    return communicator
+
+
+@pytest.fixture
+async def running_house():
+    """The dashboard cast, with a device runtime of this process following its devices
+    from their stored ("last known") state, as right after a start."""
+    house = await sync_to_async(build_house)(get_user_model())
+    manager = DeviceManager()
+    _, catalogue, last_known = await sync_to_async(_load_from_database)()
+    manager._adopt_catalogue(catalogue)
+    for device in (house.plug, house.lamp, house.shutter, house.loose):
+        states, at = last_known[device.pk]
+        manager.store.load_last_known(device.pk, device.mac, states, at, online=True)
+    runtime_module.install(SimpleNamespace(running=True, manager=manager))
+    try:
+        yield house, manager
+    finally:
+        runtime_module.install(None)
+
+
+def _held_snapshot(monkeypatch):
+    """The snapshot's drawing, held at a gate the test opens (it runs in a thread)."""
+    gate, drawing = threading.Event(), threading.Event()
+    draw = consumers._snapshot
+
+    def held(pks):
+        drawing.set()
+        assert gate.wait(5)
+        return draw(pks)
+
+    monkeypatch.setattr(consumers, "_snapshot", held)
+    return gate, drawing
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cards_arriving_while_the_snapshot_is_drawn_leave_after_it_and_only_if_newer(running_house, monkeypatch):
+    """The plug comes online while Cara's snapshot is being drawn: its live card is held,
+    leaves after the snapshot (not before, where the snapshot would paint over it), and
+    a card numbered at or below the snapshot's cut is dropped (it shows nothing newer)."""
+    house, manager = running_house
+    gate, drawing = _held_snapshot(monkeypatch)
+    cut = manager.publisher.seq
+    socket = await _socket(house.cara)
+    assert await until(drawing.is_set, 3)          # joined its groups, drawing the snapshot
+    layer, kitchen = manager.layer, f"room.{house.kitchen.pk}"
+    await layer.group_send(kitchen, {"type": "fragment", "html": "<p>drawn before the cut</p>", "seq": cut})
+    manager.store.apply(house.plug.pk, [ChannelState(key="switch:0", kind="switch", on=False, power_w=0.0)])
+    assert await until(lambda: manager.publisher.sent >= 1, 3)
+    await asyncio.sleep(0.05)                      # the publisher's send is a task of its own
+    await layer.group_send(kitchen, {"type": "fragment", "html": "<p>unnumbered</p>"})
+    assert await socket.receive_nothing(timeout=0.3)   # nothing overtakes the snapshot
+    gate.set()
+
+    received = await socket.receive_from(timeout=5)
+    assert await socket.receive_nothing(timeout=0.3)   # the snapshot and what followed, as one
+    page = Page("cara")
+    page.apply(received, time.time())
+    plug = f'id="channel-{house.plug_ch.pk}"'
+    assert received.count(plug) == 2               # in the snapshot, and the pushed card after it
+    assert page.cards[house.plug_ch.pk][0] is True and page.cards[house.lamp_ch.pk][0] is False
+    assert not page.went_stale
+    assert "drawn before the cut" not in received and received.endswith("<p>unnumbered</p>")
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_card_from_before_the_snapshot_never_follows_it(running_house, monkeypatch):
+    """The fault itself, by numbers: the plug came online (and its card was drawn) before
+    the snapshot read the state, but the card reaches the socket while the snapshot is
+    drawn. It is not sent after the snapshot, which already shows the plug online."""
+    house, manager = running_house
+    gate, drawing = _held_snapshot(monkeypatch)
+    manager.store.apply(house.plug.pk, [ChannelState(key="switch:0", kind="switch", on=True, power_w=5.0)])
+    seq = manager.publisher.seq                    # the plug's newest change
+    pushed = manager.render(house.plug.pk, {"switch:0"}, True)
+    socket = await _socket(house.cara)
+    assert await until(drawing.is_set, 3)
+    await manager.layer.group_send(f"room.{house.kitchen.pk}", {"type": "fragment", "html": pushed, "seq": seq})
+    gate.set()
+    received = await socket.receive_from(timeout=5)
+    assert received.count(f'id="channel-{house.plug_ch.pk}"') == 1   # the snapshot's, live
+    page = Page("cara")
+    page.apply(received, time.time())
+    assert page.cards[house.plug_ch.pk][0] is True
+    assert await socket.receive_nothing(timeout=0.3)
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_refreshes_are_drawn_one_at_a_time_and_ordered_with_the_cards(running_house, monkeypatch):
+    """Refresh asked again and again while the plug changes: snapshots are drawn one at a
+    time (never several at once for one page), and the page ends with the plug's newest
+    state, never painted back."""
+    house, manager = running_house
+    socket = await _socket(house.ben)
+    await socket.receive_from(timeout=3)
+    gate, drawing = _held_snapshot(monkeypatch)
+    drawing_now, most = [0], [0]
+    draw = consumers._snapshot
+
+    def counted(pks):
+        drawing_now[0] += 1
+        most[0] = max(most[0], drawing_now[0])
+        try:
+            return draw(pks)
+        finally:
+            drawing_now[0] -= 1
+
+    monkeypatch.setattr(consumers, "_snapshot", counted)
+    for _ in range(5):
+        await socket.send_to(text_data=json.dumps({"type": "refresh"}))
+    assert await until(drawing.is_set, 3)
+    manager.store.apply(house.plug.pk, [ChannelState(key="switch:0", kind="switch", on=False, power_w=0.0)])
+    assert await socket.receive_nothing(timeout=0.3)
+    gate.set()
+    page = Page("ben")
+    while not await socket.receive_nothing(timeout=0.5):
+        page.apply(await socket.receive_from(timeout=5), time.time())
+    assert most[0] == 1 and 1 <= page.messages <= 5
+    assert page.cards[house.plug_ch.pk][0] is True and not page.went_stale
+    await socket.disconnect()
+
+
+async def test_large_snapshots_are_split_between_cards_in_order(monkeypatch):
+    sent: list[str] = []
+
+    class Sink(consumers.LiveConsumer):
+        async def send(self, text_data=None, bytes_data=None, close=False):
+            sent.append(text_data)
+
+    monkeypatch.setattr(consumers, "MESSAGE_LIMIT", 100)
+    cards_ = [f'<article id="channel-{n}">{"é" * 20}</article>' for n in range(10)]  # 60 bytes each
+    await Sink()._send_parts(cards_)
+    assert len(sent) == 10 and "".join(sent) == "".join(cards_)
+    sent.clear()
+    await Sink()._send_parts(["<p>a</p>", "<p>b</p>"])                                 # small: one message
+    assert sent == ["<p>a</p><p>b</p>"]
+
+
+# ----------------------------------------------------------------------------- 200 devices
 def _log_in(url: str) -> str:
     with httpx.Client(base_url=url, timeout=30.0) as client:
         page = client.get("/login/")
