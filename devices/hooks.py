@@ -132,7 +132,7 @@ async def mystrom_hook(request, secret: str):
 # the only things that tell it apart are its address (that of an adopted sleeping device)
 # and its first frame (which must name that device).
 SLEEPER_SOCKETS = 32             # open at once, all devices together
-SLEEPER_SOCKETS_PER_ADDRESS = 2  # a device has one; a second covers a reconnect racing the old close
+SLEEPER_SOCKETS_PER_DEVICE = 2   # a device has one; a second covers a reconnect racing the old close
 HELLO_TIMEOUT = 5.0              # seconds to the first frame: a device sends its full status at once
 FRAME_RATE = 5.0                 # frames a second, after a burst of...
 FRAME_BURST = 20                 # ...this many (a wake sends a full status and a few changes)
@@ -210,7 +210,8 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
     """The endpoint a sleeping Shelly's `ws.server` points at.
 
     Refused at the handshake (HTTP 403) unless it comes from the address of an adopted
-    sleeping device and there is room (SLEEPER_SOCKETS, SLEEPER_SOCKETS_PER_ADDRESS).
+    sleeping device and there is room (SLEEPER_SOCKETS in all, SLEEPER_SOCKETS_PER_DEVICE
+    for each sleeper at that address).
     Then closed with an application code when:
       4403  the first frame does not name the device at this address (its `src`)
       4408  nothing arrived for HELLO_TIMEOUT seconds before the first frame, or for
@@ -244,15 +245,16 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
         self.expected: dict[str, int] = {}
         self.watchdog: asyncio.Task | None = None
         address = _ip((self.scope.get("client") or [None])[0])
-        if address is None or sum(_open.values()) >= SLEEPER_SOCKETS or _open[address] >= SLEEPER_SOCKETS_PER_ADDRESS:
+        if address is None or sum(_open.values()) >= SLEEPER_SOCKETS:
             self._refused(address, "too many sockets" if address else "no address")
             await self.close()  # before accept: daphne answers the handshake with 403
             return
         self.address = address
         _open[address] += 1    # taken before the look-up, so a burst of connects cannot overrun
         self.expected = await sleepers.at(address)
-        if not self.expected:
-            self._refused(address, "not the address of an adopted sleeping device")
+        # Sleepers normally have an address each; the simulator's share one.
+        if not self.expected or _open[address] > SLEEPER_SOCKETS_PER_DEVICE * len(self.expected):
+            self._refused(address, "too many sockets" if self.expected else "not an adopted sleeping device's address")
             self._leave()
             await self.close()
             return
