@@ -478,3 +478,48 @@ def test_a_budget_throttles_a_fast_sender_and_closes_a_flood():
     assert budget.spend(now=start + 2.0) == OK                # it refills
     verdicts = [budget.spend(now=start + 2.0) for _ in range(30)]
     assert CLOSE in verdicts and verdicts.index(CLOSE) <= 20  # a flood is closed within 2 x burst
+
+
+# ----------------------------------------------------------------------------- each consumer's own budget
+def _session_cookie(user) -> tuple[bytes, bytes]:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("which", ["home", "device", "logs"])
+async def test_every_browser_socket_closes_a_flood_with_4429(which):
+    """Behind any ASGI server (here none: the application itself) each consumer counts what
+    the page says; a refresh, pause or garbage flood ends with 4429, and an ordinary page's
+    handful of messages does not."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from homedash.asgi import application
+    from tests.security.secfixtures import build_secure_house
+
+    house = await sync_to_async(build_secure_house)()
+    path = {"home": "/ws/home/", "device": f"/ws/devices/{house.plug.pk}/",
+            "logs": f"/ws/logs/?devices={house.plug.pk}"}[which]
+    communicator = WebsocketCommunicator(application, path, headers=[
+        (b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.anna)])
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    message = json.dumps({"type": "pause" if which == "logs" else "refresh"})
+    for _ in range(5):   # a page now and then: answered, not closed
+        await communicator.send_to(text_data=message)
+    outputs = []
+    while not await communicator.receive_nothing(timeout=0.5):
+        outputs.append(await communicator.receive_output(timeout=1))
+    assert all(o["type"] != "websocket.close" for o in outputs)
+    for _ in range(200):
+        await communicator.send_to(text_data=message)
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 4429
+    await communicator.disconnect()
