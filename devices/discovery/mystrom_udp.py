@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from devices.drivers.errors import AuthRequired, DeviceError
+from devices.drivers.errors import AuthRequired, DeviceError, WrongCredentials
 from devices.drivers.mystrom import MYSTROM_TYPES
 from devices.drivers.types import DeviceInfo
 
@@ -356,13 +356,16 @@ class MyStromListener:
         (a tokenless one is refused by a protected device and only costs it two 404s)."""
         try:
             info = await identify_mystrom(self.client, known.host, known.port, token=known.token)
-        except (DeviceError, TimeoutError) as exc:
-            # Wrong token (changed on the device) or not answering: the runtime, which
-            # talks to it with the same token, says so on the device page.
-            log.debug("myStrom %s at its address %s did not answer with its token: %s",
-                      ann.mac, known.host, describe_error(exc))
+        except (AuthRequired, WrongCredentials) as exc:
+            # The token was changed on the device: the runtime, which talks to it with the
+            # same token, says so on the device page. The announcement still came from here.
+            log.debug("myStrom %s at its address %s refused its token: %s", ann.mac, known.host, describe_error(exc))
             return Candidate(info_from_announcement(ann, auth_required=True), known.host, known.port, "udp",
                              confirmed=False)
+        except (DeviceError, TimeoutError) as exc:
+            log.debug("myStrom %s announced from its address %s but did not answer: %s",
+                      ann.mac, known.host, describe_error(exc))
+            return None
         info.auth_enabled = True  # it answers with the token
         return self._candidate(ann, info, known.host, known.port)
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 from devices.credentials import Credentials, LockedCredentials
 from devices.discovery import inbox
 from devices.discovery.mdns import ShellyBrowser, sighting_from_records
+from devices.discovery.mystrom_udp import MyStromListener
 from devices.discovery.service import Discovery
 from devices.drivers.types import DeviceInfo
 from devices.models import AuditEntry, Device, DeviceEvent
@@ -295,6 +296,40 @@ async def test_known_address_probe_of_a_token_mystrom_carries_the_token_from_the
     await device.arefresh_from_db()
     assert (device.host, device.firmware, device.last_seen is not None) == (home, "4.0.14", True)
     assert device.pending_host == elsewhere and not device.pending_answered
+
+
+async def test_a_token_changed_on_the_device_is_reported_at_home_and_never_tried_elsewhere():
+    """The listener alone: a known token myStrom whose token no longer works at its address
+    is reported there as needing credentials; a silent home is reported not at all; an
+    announcement from elsewhere never gets the token."""
+    (home, elsewhere, silent), port = two_addresses()
+    mac = "30AEA4C0FFEF"
+    found = []
+
+    async def known(m):
+        return inbox.KnownDevice(host=home if m == mac else silent, port=port, protected=True, token="old-token")
+
+    async def on_found(candidate):
+        found.append(candidate)
+
+    async with httpx.AsyncClient() as client, HomeMyStrom(home, port, mac) as real, \
+            Impostor(elsewhere, port, {}) as other:
+        listener = MyStromListener(client, on_found, bind="127.0.0.1", port=0, device_port=port,
+                                   allow_loopback=True, probe_window=0.1, known=known)
+        await listener.start()
+        try:
+            announce_from(home, ("127.0.0.1", listener.port), mac, times=1)
+            announce_from(silent, ("127.0.0.1", listener.port), "30AEA4C0FFE0", times=1)
+            assert await until(lambda: len(found) >= 1 and not listener._probing)
+            assert await until(lambda: announce_from(elsewhere, ("127.0.0.1", listener.port), mac, times=1)
+                               or len(found) >= 2)
+        finally:
+            await listener.stop()
+    at_home = found[0]
+    assert (at_home.host, at_home.confirmed, at_home.info.auth_enabled) == (home, False, True)
+    assert real.requests[0][2].get("token") == "old-token"  # the first request had the token
+    assert found[1].host == elsewhere and other.secrets_received() == []
+    assert all(c.host != silent for c in found)
 
 
 @pytest.mark.django_db(transaction=True)
