@@ -39,7 +39,7 @@ from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
 from homedash.layers import HouseholdChannelLayer, reaches_other_processes
-from homedash.limits import CLOSE_FLOOD, DROP, OK, MessageBudget
+from homedash.limits import CLOSE_FLOOD, DROP, OK, Budgets, MessageBudget
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ MAX_INBOUND = 1024  # bytes: the only thing a browser may say is {"type": "refre
 # the budget messages are dropped unread; a socket that keeps sending is closed (4429).
 INBOUND_RATE = 1.0   # messages a second...
 INBOUND_BURST = 10   # ...after this many at once
+# Sockets one user may open: every tab and screen of the household reconnecting at once
+# after a restart, then one every two seconds. Past that, closed with 4429 at once.
+CONNECT_BURST, CONNECT_RATE = 30, 0.5
+page_connects = Budgets(CONNECT_RATE, CONNECT_BURST)
 
 # Cards bound for one page leave as one websocket message at most every FRAME seconds:
 # a screen cannot show two updates within one frame, and every message costs the browser
@@ -102,6 +106,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
             await self.close(code=CLOSE_LOGGED_OUT)
+            return
+        if page_connects.spend(user.pk) != OK:
+            # Reconnecting in a loop: no plan, no snapshot (homedash.js retries with backoff).
+            await self.close(code=CLOSE_FLOOD)
             return
         plan = await database_sync_to_async(self.plan)(user)
         if isinstance(plan, int):

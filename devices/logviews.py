@@ -433,6 +433,11 @@ class LogConsumer(AsyncWebsocketConsumer):
         if not _active(user):
             await self.refuse("Log in to read debug logs.", CLOSE_LOGGED_OUT)
             return
+        from devices.consumers import page_connects
+
+        if page_connects.spend(user.pk) != OK:
+            await self.close(code=CLOSE_FLOOD)  # reconnecting in a loop (logs.js retries with backoff)
+            return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         pks = parse_device_list(query.get("devices", []))
         if not pks:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections import OrderedDict
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,22 @@ class MessageBudget:
         if self.tokens <= -self.burst:
             return CLOSE
         return DROP
+
+
+class Budgets:
+    """A MessageBudget per key (a user, an address), for at most `size` keys: the longest
+    unused are forgotten, so a stream of new keys cannot grow the table."""
+
+    def __init__(self, rate: float, burst: int, size: int = 1024) -> None:
+        self.rate, self.burst, self.size = rate, burst, size
+        self._budgets: OrderedDict[object, MessageBudget] = OrderedDict()
+
+    def spend(self, key) -> str:
+        budget = self._budgets.pop(key, None) or MessageBudget(self.rate, self.burst)
+        self._budgets[key] = budget
+        while len(self._budgets) > self.size:
+            self._budgets.popitem(last=False)
+        return budget.spend()
 
 
 # ----------------------------------------------------------------------------- request bodies
@@ -134,14 +151,16 @@ async def _plain(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-# What any one websocket may deliver to its consumer, whatever the route, counted as daphne
-# reads it. The consumers hold each route to a much smaller budget of its own, but they
-# see a message only after daphne has queued it, and a flood of tiny frames keeps the
-# event loop so busy reading that a consumer gets to its check seconds later (measured:
-# 130,000 messages in 6 s, another user's page 5 s). Generous enough for the busiest
-# honest sender: a log view acknowledging a full replay of 16 devices at once.
-SOCKET_MESSAGES_BURST, SOCKET_MESSAGES_RATE = 500, 200.0          # messages
-SOCKET_BYTES_BURST, SOCKET_BYTES_RATE = 1024 * 1024, 256 * 1024.0  # bytes
+# What any one websocket may deliver to its consumer, counted as daphne reads it. The
+# consumers hold each route to a much smaller budget of their own, but they see a message
+# only after daphne has queued it, and a flood of tiny frames keeps the event loop so busy
+# reading that a consumer gets to its check seconds later (measured: 130,000 messages in
+# 6 s, another user's page 5 s). Generous for the busiest honest sender on each route: a
+# page says "refresh" now and then, a sleeper sends a few notifications a wake, and a log
+# view acknowledges every frame, up to a full replay of 16 devices at once.
+SOCKET_MESSAGES = (50, 20.0)                   # (burst, per second): pages and sleepers
+LOG_SOCKET_MESSAGES = (500, 200.0)             # the debug-log view's acknowledgements
+SOCKET_BYTES = (1024 * 1024, 256 * 1024.0)     # bytes, any route
 
 
 def install_in_daphne(body_limit: int) -> None:
@@ -211,8 +230,9 @@ def install_in_daphne(body_limit: int) -> None:
         flooded = False
 
         def onOpen(self):
-            self.messages = MessageBudget(SOCKET_MESSAGES_RATE, SOCKET_MESSAGES_BURST)
-            self.volume = MessageBudget(SOCKET_BYTES_RATE, SOCKET_BYTES_BURST)  # in bytes
+            burst, rate = LOG_SOCKET_MESSAGES if self.path.startswith(b"/ws/logs/") else SOCKET_MESSAGES
+            self.messages = MessageBudget(rate, burst)
+            self.volume = MessageBudget(SOCKET_BYTES[1], SOCKET_BYTES[0])  # in bytes
             super().onOpen()
 
         def onMessage(self, payload, isBinary):

@@ -523,3 +523,34 @@ async def test_every_browser_socket_closes_a_flood_with_4429(which):
             break
     assert output["code"] == 4429
     await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_member_reconnecting_in_a_loop_is_closed_before_any_work():
+    """Each page socket costs a plan and a snapshot; one user gets a burst of them (every
+    screen of the household reconnecting after a restart), then one every two seconds."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from devices.consumers import CONNECT_BURST
+    from homedash.asgi import application
+    from tests.security.secfixtures import build_secure_house
+
+    house = await sync_to_async(build_secure_house)()
+    headers = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.cara)]
+    other = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.ben)]
+    outcomes = []
+    for i in range(CONNECT_BURST + 5):
+        path = f"/ws/logs/?devices={house.plug.pk}" if i == CONNECT_BURST + 2 else "/ws/home/"
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        assert (await communicator.connect(timeout=3))[0]
+        first = await communicator.receive_output(timeout=3)
+        outcomes.append(first.get("code") if first["type"] == "websocket.close" else "snapshot")
+        await communicator.disconnect()
+    assert outcomes[:CONNECT_BURST] == ["snapshot"] * CONNECT_BURST
+    assert set(outcomes[CONNECT_BURST:]) == {4429}   # the log socket counts too
+    # Another member is not affected.
+    communicator = WebsocketCommunicator(application, "/ws/home/", headers=other)
+    assert (await communicator.connect(timeout=3))[0]
+    assert (await communicator.receive_output(timeout=3))["type"] == "websocket.send"
+    await communicator.disconnect()
