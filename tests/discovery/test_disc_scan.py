@@ -4,6 +4,7 @@ loopback /29 with simulated devices of both vendors, bounded concurrency over a 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 import pytest
 from hypothesis import given
@@ -13,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from devices.discovery import Discovery
 from devices.discovery.identify import AddressRefused, check_host, make_probe_client, resolve_and_check
-from devices.discovery.scan import NotADevice, SubnetRefused, add_by_address, check_subnet, scan_subnet
+from devices.discovery.scan import NotADevice, SubnetRefused, add_by_address, check_subnet, scan_subnet, scan_targets
 from devices.models import Device
 from devices.simulator.mystrom import MyStromSwitch
 from devices.simulator.shelly_gen1 import ShellyGen1
@@ -24,7 +25,15 @@ from disc_helpers import FakeDevices, free_port, loopback_block, port_free_on
 
 @pytest.mark.parametrize("cidr", ["192.168.1.0/24", "10.0.0.0/22", "172.16.5.7/24", "100.64.1.0/24", "fd00::/120"])
 def test_private_ranges_up_to_a_22_are_scanned(cidr):
-    check_subnet(cidr, allow_loopback=False)
+    network = check_subnet(cidr, allow_loopback=False)
+    # The range as typed (host bits of "172.16.5.7/24" dropped), every host address in it.
+    assert network == ipaddress.ip_network(cidr, strict=False)
+    targets = scan_targets(network)
+    hosts = network.num_addresses - (2 if network.version == 4 else 1)
+    assert len(targets) == hosts and len(set(targets)) == hosts
+    assert all(ipaddress.ip_address(t) in network for t in targets)
+    if network.version == 4:   # not the network's own address nor its broadcast
+        assert str(network.network_address) not in targets and str(network.broadcast_address) not in targets
 
 
 @pytest.mark.parametrize("cidr, why", [

@@ -127,14 +127,41 @@ async def test_packets_from_refused_addresses_are_ignored():
 
 
 def test_socket_coexists_with_other_listeners():
+    """Another tool (Home Assistant, node-red) holds the port with SO_REUSEADDR/SO_REUSEPORT:
+    ours binds beside it and both receive. (Linux spreads unicast datagrams over the sockets
+    sharing a port by sender address, so they come from many senders here; a broadcast
+    announcement reaches every one of them.)"""
     port = free_port()
     first = open_announcement_socket("127.0.0.1", port)
+    second = None
     try:
-        # Another tool with SO_REUSEADDR/SO_REUSEPORT already holds the port.
         second = open_announcement_socket("127.0.0.1", port)
-        second.close()
+        received = {first: [], second: []}
+        for n in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:   # a new source port each
+                sender.sendto(packet(f"AABBCC00{n:04X}"), ("127.0.0.1", port))
+            for sock in (first, second):
+                _drain(sock, received[sock])
+            if all(received.values()) and n >= 8:
+                break
+        for sock in (first, second):
+            _drain(sock, received[sock], wait=0.2)
+        assert received[first] and received[second], {k.fileno(): len(v) for k, v in received.items()}
+        assert all(len(data) == 8 for data in received[first] + received[second])
+        assert len(received[first]) + len(received[second]) >= 9
     finally:
         first.close()
+        if second is not None:
+            second.close()
+
+
+def _drain(sock: socket.socket, into: list, wait: float = 0.01) -> None:
+    """Whatever datagrams are waiting on a non-blocking socket (after up to `wait` s)."""
+    import select
+
+    while select.select([sock], [], [], wait)[0]:
+        into.append(sock.recv(64))
+        wait = 0
 
 
 # ------------------------------------------------------------------ real switch, real DB
