@@ -8,9 +8,7 @@ import contextlib
 import httpx
 import pytest
 
-sim = pytest.importorskip("devices.simulator.mystrom", reason="myStrom simulator not available yet")
-
-from devices.drivers import (  # noqa: E402
+from devices.drivers import (
     AuthRequired,
     BadToken,
     CorsRefused,
@@ -22,6 +20,7 @@ from devices.drivers import (  # noqa: E402
     make_client,
     probe,
 )
+from devices.simulator import mystrom as sim
 
 
 @contextlib.asynccontextmanager

@@ -8,9 +8,7 @@ import contextlib
 import httpx
 import pytest
 
-sim = pytest.importorskip("devices.simulator.shelly_gen1", reason="Shelly Gen1 simulator not available yet")
-
-from devices.drivers import (  # noqa: E402
+from devices.drivers import (
     AuthRequired,
     DeviceTimeout,
     ProtocolError,
@@ -21,6 +19,7 @@ from devices.drivers import (  # noqa: E402
     make_client,
     probe,
 )
+from devices.simulator import shelly_gen1 as sim
 
 
 @contextlib.asynccontextmanager

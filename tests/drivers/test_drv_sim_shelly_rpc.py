@@ -8,9 +8,7 @@ import contextlib
 import httpx
 import pytest
 
-sim = pytest.importorskip("devices.simulator.shelly_rpc", reason="Shelly RPC simulator not available yet")
-
-from devices.drivers import (  # noqa: E402
+from devices.drivers import (
     AuthRequired,
     DebugLogStream,
     DeviceTimeout,
@@ -26,6 +24,7 @@ from devices.drivers import (  # noqa: E402
     make_client,
     probe,
 )
+from devices.simulator import shelly_rpc as sim
 
 QUIET = dict(drift_period=None, debug_rate=0.0)  # no background noise in assertions
 
