@@ -18,7 +18,8 @@ homedash.js handles ours):
   4403  logged in, but may not see this device
   4404  no such device
   4000  access changed: the page reloads, which reconnects with the new rights
-  4429  the page sent far more messages than a page does (homedash.js reconnects later)
+  4429  the page sent far more messages than a page does, or its user did so on another
+        socket within the last FLOOD_COOL_OFF seconds (homedash.js reconnects later)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
 from homedash.layers import HouseholdChannelLayer, reaches_other_processes
-from homedash.limits import CLOSE_FLOOD, DROP, OK, Budgets, MessageBudget
+from homedash.limits import CLOSE_FLOOD, DROP, OK, CoolOff, MessageBudget
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ MAX_INBOUND = 1024  # bytes: the only thing a browser may say is {"type": "refre
 # the budget messages are dropped unread; a socket that keeps sending is closed (4429).
 INBOUND_RATE = 1.0   # messages a second...
 INBOUND_BURST = 10   # ...after this many at once
-# Sockets one user may open: every tab and screen of the household reconnecting at once
-# after a restart, then one every two seconds. Past that, closed with 4429 at once.
-CONNECT_BURST, CONNECT_RATE = 30, 0.5
-page_connects = Budgets(CONNECT_RATE, CONNECT_BURST)
+# A user whose socket was closed for flooding gets no new socket (page or debug log) for
+# this long: each new one would cost a plan and a snapshot before it could flood again.
+FLOOD_COOL_OFF = 30.0  # seconds
+flooded_users = CoolOff(FLOOD_COOL_OFF)
 
 # Cards bound for one page leave as one websocket message at most every FRAME seconds:
 # a screen cannot show two updates within one frame, and every message costs the browser
@@ -107,8 +108,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
             await self.close(code=CLOSE_LOGGED_OUT)
             return
-        if page_connects.spend(user.pk) != OK:
-            # Reconnecting in a loop: no plan, no snapshot (homedash.js retries with backoff).
+        if flooded_users.active(user.pk):
+            # Back after a flood: no plan, no snapshot (homedash.js retries with backoff).
             await self.close(code=CLOSE_FLOOD)
             return
         plan = await database_sync_to_async(self.plan)(user)
@@ -232,8 +233,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return False
         self._flooded = True
         user = self.scope.get("user")
-        log.warning("closing the live socket of %s: more than %g messages a second",
-                    getattr(user, "username", "?"), INBOUND_RATE)
+        log.warning("closing the live socket of %s: more than %g messages a second; no new one for %g s",
+                    getattr(user, "username", "?"), INBOUND_RATE, FLOOD_COOL_OFF)
+        flooded_users.start(getattr(user, "pk", None))
         await self.close(code=CLOSE_FLOOD)
         return False
 

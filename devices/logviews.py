@@ -433,10 +433,10 @@ class LogConsumer(AsyncWebsocketConsumer):
         if not _active(user):
             await self.refuse("Log in to read debug logs.", CLOSE_LOGGED_OUT)
             return
-        from devices.consumers import page_connects
+        from devices.consumers import flooded_users, user_group
 
-        if page_connects.spend(user.pk) != OK:
-            await self.close(code=CLOSE_FLOOD)  # reconnecting in a loop (logs.js retries with backoff)
+        if flooded_users.active(user.pk):
+            await self.close(code=CLOSE_FLOOD)  # back after a flood (logs.js retries with backoff)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         pks = parse_device_list(query.get("devices", []))
@@ -447,8 +447,6 @@ class LogConsumer(AsyncWebsocketConsumer):
         if isinstance(plan, tuple):
             await self.refuse(*plan)
             return
-        from devices.consumers import user_group
-
         self.watched = {pk: Watched(pk, name) for pk, name in plan.items()}
         self.groups_joined = [debuglogs.log_group(pk) for pk in pks] + [user_group(user.pk)]
         for group in self.groups_joined:
@@ -507,6 +505,9 @@ class LogConsumer(AsyncWebsocketConsumer):
             if verdict != OK:
                 self.flooded = True
                 log.warning("closing a debug-log socket: more than %g messages a second", INBOUND_RATE)
+                from devices.consumers import flooded_users
+
+                flooded_users.start(getattr(self.scope.get("user"), "pk", None))
                 await self.close(code=CLOSE_FLOOD)
                 return
         if message is None:

@@ -60,20 +60,30 @@ class MessageBudget:
         return DROP
 
 
-class Budgets:
-    """A MessageBudget per key (a user, an address), for at most `size` keys: the longest
-    unused are forgotten, so a stream of new keys cannot grow the table."""
+class CoolOff:
+    """Keys (users) that flooded a socket, and until when they get no new one: closing a
+    flooding socket is cheap, but each new socket costs a plan and a snapshot, so a client
+    that floods, reconnects and floods again is refused at connect for a while. Bounded
+    to `size` keys (the oldest are forgotten)."""
 
-    def __init__(self, rate: float, burst: int, size: int = 1024) -> None:
-        self.rate, self.burst, self.size = rate, burst, size
-        self._budgets: OrderedDict[object, MessageBudget] = OrderedDict()
+    def __init__(self, seconds: float, size: int = 1024) -> None:
+        self.seconds, self.size = seconds, size
+        self._until: OrderedDict[object, float] = OrderedDict()
 
-    def spend(self, key) -> str:
-        budget = self._budgets.pop(key, None) or MessageBudget(self.rate, self.burst)
-        self._budgets[key] = budget
-        while len(self._budgets) > self.size:
-            self._budgets.popitem(last=False)
-        return budget.spend()
+    def start(self, key) -> None:
+        self._until.pop(key, None)
+        self._until[key] = time.monotonic() + self.seconds
+        while len(self._until) > self.size:
+            self._until.popitem(last=False)
+
+    def active(self, key) -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._until[key]
+            return False
+        return True
 
 
 # ----------------------------------------------------------------------------- request bodies

@@ -283,8 +283,7 @@ ATTACK = textwrap.dedent("""
                             if sent % 200 == 0:
                                 await asyncio.sleep(0)
                     except ConnectionClosed:
-                        pass
-                    codes.append(ws.close_code)
+                        codes.append(ws.close_code)   # closed by the server (not by our deadline)
             except (OSError, InvalidStatus):
                 await asyncio.sleep(0.05)
         print(json.dumps({"sent": sent, "codes": codes}))
@@ -330,7 +329,9 @@ def test_a_page_socket_flood_is_closed_and_another_users_page_stays_fast(live):
             if attacker.poll() is None:
                 attacker.kill()
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        assert result.get("sent", 0) > 1000, err   # the attack did run
+        # The attack did run: it flooded, and kept coming back (refused at connect for a
+        # while after its first flood).
+        assert result.get("sent", 0) >= 200 and len(result["codes"]) >= 5, (result, err)
         assert closed_for_flooding(result["codes"]), result["codes"][:10]
         assert len(during) >= 10
         # Before the limits another user's page went from 14 ms to ~800 ms. On a shared
@@ -491,7 +492,7 @@ def _session_cookie(user) -> tuple[bytes, bytes]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("which", ["home", "device", "logs"])
-async def test_every_browser_socket_closes_a_flood_with_4429(which):
+async def test_every_browser_socket_closes_a_flood_with_4429(which, fresh_cool_off):
     """Behind any ASGI server (here none: the application itself) each consumer counts what
     the page says; a refresh, pause or garbage flood ends with 4429, and an ordinary page's
     handful of messages does not."""
@@ -515,42 +516,59 @@ async def test_every_browser_socket_closes_a_flood_with_4429(which):
     while not await communicator.receive_nothing(timeout=0.5):
         outputs.append(await communicator.receive_output(timeout=1))
     assert all(o["type"] != "websocket.close" for o in outputs)
+    assert await _flood_until_closed(communicator, message) == 4429
+    await communicator.disconnect()
+
+
+@pytest.fixture
+def fresh_cool_off(monkeypatch):
+    """Flood tests in this process must not leave their users refused for the next ones."""
+    from devices import consumers
+    from homedash.limits import CoolOff
+
+    monkeypatch.setattr(consumers, "flooded_users", CoolOff(consumers.FLOOD_COOL_OFF))
+
+
+async def _flood_until_closed(communicator, message: str) -> int:
     for _ in range(200):
         await communicator.send_to(text_data=message)
     while True:
         output = await communicator.receive_output(timeout=5)
         if output["type"] == "websocket.close":
-            break
-    assert output["code"] == 4429
-    await communicator.disconnect()
+            return output["code"]
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_member_reconnecting_in_a_loop_is_closed_before_any_work():
-    """Each page socket costs a plan and a snapshot; one user gets a burst of them (every
-    screen of the household reconnecting after a restart), then one every two seconds."""
+async def test_a_member_back_after_a_flood_is_closed_before_any_work(fresh_cool_off):
+    """Closing a flooding socket is cheap; a new one costs a plan and a snapshot. So the
+    member whose socket flooded gets no new page or log socket for a while; other members
+    and an ordinary member's many screens are not affected."""
     from asgiref.sync import sync_to_async
     from channels.testing import WebsocketCommunicator
 
-    from devices.consumers import CONNECT_BURST
     from homedash.asgi import application
     from tests.security.secfixtures import build_secure_house
 
     house = await sync_to_async(build_secure_house)()
-    headers = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.cara)]
-    other = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.ben)]
-    outcomes = []
-    for i in range(CONNECT_BURST + 5):
-        path = f"/ws/logs/?devices={house.plug.pk}" if i == CONNECT_BURST + 2 else "/ws/home/"
+    cara = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.cara)]
+    anna = [(b"origin", b"http://127.0.0.1"), await sync_to_async(_session_cookie)(house.anna)]
+
+    async def first_answer(path, headers):
         communicator = WebsocketCommunicator(application, path, headers=headers)
         assert (await communicator.connect(timeout=3))[0]
         first = await communicator.receive_output(timeout=3)
-        outcomes.append(first.get("code") if first["type"] == "websocket.close" else "snapshot")
         await communicator.disconnect()
-    assert outcomes[:CONNECT_BURST] == ["snapshot"] * CONNECT_BURST
-    assert set(outcomes[CONNECT_BURST:]) == {4429}   # the log socket counts too
-    # Another member is not affected.
-    communicator = WebsocketCommunicator(application, "/ws/home/", headers=other)
+        return first.get("code") if first["type"] == "websocket.close" else "snapshot"
+
+    # Forty screens of one household member opening at once: all served.
+    assert {await first_answer("/ws/home/", cara) for _ in range(40)} == {"snapshot"}
+    communicator = WebsocketCommunicator(application, "/ws/home/", headers=cara)
     assert (await communicator.connect(timeout=3))[0]
-    assert (await communicator.receive_output(timeout=3))["type"] == "websocket.send"
+    await communicator.receive_from(timeout=3)
+    assert await _flood_until_closed(communicator, json.dumps({"type": "refresh"})) == 4429
     await communicator.disconnect()
+    assert await first_answer("/ws/home/", cara) == 4429
+    assert await first_answer(f"/ws/devices/{house.plug.pk}/", cara) == 4429
+    # Her log socket too (it would otherwise answer "may not read" first).
+    assert await first_answer(f"/ws/logs/?devices={house.plug.pk}", cara) == 4429
+    assert await first_answer("/ws/home/", anna) == "snapshot"
