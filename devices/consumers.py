@@ -179,13 +179,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
         snapshot — split only between cards (or a device's cards), in order."""
         if not parts:
             return
-        if sum(map(len, parts)) * 4 <= MESSAGE_LIMIT:  # surely under it: no counting
-            await self.send(text_data="".join(parts))
+        text = "".join(parts)
+        if _utf8_length(text) <= MESSAGE_LIMIT:
+            await self.send(text_data=text)
             return
         batch: list[str] = []
         size = 0
         for part in parts:
-            n = len(part.encode())
+            n = _utf8_length(part)
             if batch and size + n > MESSAGE_LIMIT:
                 await self.send(text_data="".join(batch))
                 batch, size = [], 0
@@ -339,6 +340,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("sending live cards to a page failed", exc_info=task.exception())
+
+
+def _utf8_length(text: str) -> int:
+    # Cards are ASCII but for names and units: counting those needs no encoding.
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _snapshot(pks: list[int]) -> list[str]:
