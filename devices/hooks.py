@@ -140,6 +140,7 @@ SLEEPERS_TTL = 2.0               # seconds the table of sleepers' addresses is r
 CLOSE_NOT_THIS_DEVICE = 4403     # the first frame does not name the device at this address
 CLOSE_IDLE = 4408                # silent for too long
 _refusals_logged = RateLimiter(1, 60.0)   # one warning per address a minute, not one per attempt
+_closes_logged = RateLimiter(1, 60.0)     # the same per address and close code
 
 
 def _ip(text) -> str | None:
@@ -181,9 +182,8 @@ class _Sleepers:
     async def at(self, address: str) -> dict[str, int]:
         now = time.monotonic()
         if now - self.read_at > SLEEPERS_TTL:
-            first = self.read_at == float("-inf")
-            if not first:
-                self.read_at = now  # connects meanwhile use the table we have
+            if self.read_at != float("-inf"):
+                self.read_at = now  # connects meanwhile use the table we have (if any)
             try:
                 self.table = await database_sync_to_async(_sleepers_by_address)()
             except BaseException:
@@ -203,6 +203,8 @@ sleepers = _Sleepers()
 @receiver(post_delete, sender="devices.Device", dispatch_uid="homedash-sleepers-deleted")
 def _device_changed(sender, **kwargs):
     sleepers.forget()  # a device adopted, moved or removed here counts at its next connect
+
+
 _open: Counter[str] = Counter()   # open (or opening) sleeper sockets per address
 
 
@@ -216,7 +218,7 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
       4403  the first frame does not name the device at this address (its `src`)
       4408  nothing arrived for HELLO_TIMEOUT seconds before the first frame, or for
             settings.SLEEPER_SOCKET_IDLE seconds after it
-      4413  a frame is larger than MAX_FRAME (daphne itself closes past 64 KiB with 1009)
+      4413  a frame is larger than MAX_FRAME (past 64 KiB daphne cuts the connection itself)
       4429  frames keep coming faster than FRAME_RATE after a burst of FRAME_BURST
     """
 
@@ -224,6 +226,7 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
     device_pk: int | None = None
     device_mac: str = ""
     closing = False
+    watchdog: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
         # However the socket ends (a close, daphne cancelling us), its place is given back.
@@ -243,7 +246,6 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.status = {}
         self.expected: dict[str, int] = {}
-        self.watchdog: asyncio.Task | None = None
         address = _ip((self.scope.get("client") or [None])[0])
         if address is None or sum(_open.values()) >= SLEEPER_SOCKETS:
             self._refused(address, "too many sockets" if address else "no address")
@@ -292,7 +294,7 @@ class ShellyOutboundConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
-        if why != "silent":
+        if why != "silent" and _closes_logged.allow(f"{self.address} {code}"):
             log.warning("outbound websocket from %s (%s) closed: %s", self.address, self.device_mac or "?", why)
         await self.close(code=code)
 

@@ -86,6 +86,32 @@ class CoolOff:
         return True
 
 
+class Hush:
+    """At most one log line per key every `seconds`: an attacker repeating an attack must
+    not fill the log (or a pipe someone reads it from). `allow` answers how many lines
+    were held back since the last one, or None to hold this one back too."""
+
+    def __init__(self, seconds: float = 60.0, size: int = 256) -> None:
+        self.seconds, self.size = seconds, size
+        self._seen: OrderedDict[object, list] = OrderedDict()   # key -> [logged at, held back]
+
+    def allow(self, key) -> int | None:
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.seconds:
+            seen[1] += 1
+            return None
+        held = seen[1] if seen is not None else 0
+        self._seen.pop(key, None)
+        self._seen[key] = [now, 0]
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return held
+
+
+_flood_logged = Hush()
+
+
 # ----------------------------------------------------------------------------- request bodies
 def _too_large_body(limit: int) -> bytes:
     return f"Request body too large: homedash accepts at most {limit} bytes.\n".encode()
@@ -251,8 +277,11 @@ def install_in_daphne(body_limit: int) -> None:
             verdicts = {self.messages.spend(), self.volume.spend(len(payload))}
             if CLOSE in verdicts:
                 self.flooded = True
-                log.warning("websocket %s from %s closed: it sent far more than any page or device does",
-                            getattr(self.request, "path", "?"), self.client_addr)
+                path = getattr(self.request, "path", "?")
+                held = _flood_logged.allow(path)
+                if held is not None:
+                    log.warning("websocket %s from %s closed: it sent far more than any page or device does"
+                                " (%d more such closes not logged)", path, self.client_addr, held)
                 self.sendClose(code=CLOSE_FLOOD)
                 # Read nothing more from it: the close handshake times out and Twisted
                 # drops the connection (autobahn's closeHandshakeTimeout, 1 s).
