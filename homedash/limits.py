@@ -11,7 +11,9 @@ client from exhausting the process:
   application, for any other ASGI server (and as a second check behind daphne).
 * Websocket messages. `MessageBudget` is a token bucket per socket: a burst, then a steady
   rate. A message past the budget is dropped; a sender that keeps going past it — a flood,
-  not a page that asked twice — is told to close.
+  not a page that asked twice — is closed with 4429. Daphne holds every socket to a
+  generous budget as it reads (`install_in_daphne()`); each consumer holds its route to a
+  tight one of its own; a user who flooded gets no new socket for a while (`CoolOff`).
 """
 
 from __future__ import annotations
