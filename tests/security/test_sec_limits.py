@@ -238,6 +238,7 @@ async def test_a_frame_flood_is_closed_and_memory_stays_bounded(live):
         except InvalidStatus:
             await asyncio.sleep(0.05)   # both places still held by closing sockets
         peak = max(peak, rss_mb(server))
+    print(f"frame flood: {sent} frames of 30 KB on {len(codes)} sockets, RSS {baseline:.0f} -> peak {peak:.0f} MB")
     assert closed_for_flooding(codes), codes
     assert sent > 100   # the attack did run
     assert peak - baseline < 80, f"RSS {baseline:.0f} -> {peak:.0f} MB after {sent} frames of 30 KB"
@@ -329,6 +330,9 @@ def test_a_page_socket_flood_is_closed_and_another_users_page_stays_fast(live):
             if attacker.poll() is None:
                 attacker.kill()
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        print(f"page flood: {result.get('sent')} messages on {len(result.get('codes', []))} sockets; owner's page "
+              f"{baseline * 1000:.0f} ms before, {median(during) * 1000:.0f} ms during (median of {len(during)}); "
+              f"RSS {rss_before:.0f} -> peak {peak:.0f} MB")
         # The attack did run: it flooded, and kept coming back (refused at connect for a
         # while after its first flood).
         assert result.get("sent", 0) >= 200 and len(result["codes"]) >= 5, (result, err)
