@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -28,6 +29,7 @@ from devices import runtime as runtime_module
 from devices.models import AuditEntry, Device
 from devices.runtime.publisher import room_group
 from devices.runtime.setup import build_runtime
+from devices.simulator.shelly_gen1 import ShellyGen1
 from devices.simulator.shelly_rpc import ShellyRpc
 from homedash.asgi import application
 from tests.security.secfixtures import ROLES, build_secure_house, client_for, user_for
@@ -94,7 +96,8 @@ CASES = {
 }
 ADMIN_PREFIX = "admin/"
 # Rows whose action reaches a device: test_device_rows_act_for_whom_they_allow.
-DEVICE_ROWS = ("channel-command", "device-log-start", "device-log-stop", "device-log-pin", "logs-download")
+DEVICE_ROWS = ("channel-command", "device-log-start", "device-log-stop", "device-log-pin", "logs-download",
+               "device-log-file")
 
 
 def walk(patterns, prefix=""):
@@ -159,13 +162,18 @@ def test_http_matrix(name, role):
 
 # ----------------------------------------------------------------------------- rows that act on a device
 @contextlib.asynccontextmanager
-async def plug_followed(house, tmp_path):
+async def devices_followed(house, tmp_path):
     """The kitchen plug as a simulated Shelly Plus 1PM on 127.0.0.1 (its MAC, no password,
-    debug lines flowing), followed by a runtime of this process with its log hub, as
-    `serve` runs them; the other devices stay pointed at closed ports."""
-    sim = ShellyRpc("SNSW-001P16EU", mac=house.plug.mac, drift_period=None, minute_period=0, debug_rate=20.0)
-    await sim.start()
-    await Device.objects.filter(pk=house.plug.pk).aupdate(host=sim.host, port=sim.port)
+    debug lines flowing) and the garden shutter as a Shelly 2.5 (Gen1), followed by a
+    runtime of this process with its log hub, as `serve` runs them; the other devices stay
+    pointed at closed ports."""
+    sims = SimpleNamespace(plug=ShellyRpc("SNSW-001P16EU", mac=house.plug.mac, drift_period=None, minute_period=0,
+                                          debug_rate=20.0),
+                           shutter=ShellyGen1("SHSW-25", mac=house.shutter.mac, coap_port=0))
+    await sims.plug.start()
+    await sims.shutter.start()
+    for device, sim in ((house.plug, sims.plug), (house.shutter, sims.shutter)):
+        await Device.objects.filter(pk=device.pk).aupdate(host=sim.host, port=sim.port)
     rt = build_runtime(manager_options={"start_spread": 0.0})
     hub = debuglogs.install_hub(rt, grace=30.0, flush_period=0.05, state_path=tmp_path / "debuglogs.json")
     runtime_module.install(rt)
@@ -173,13 +181,15 @@ async def plug_followed(house, tmp_path):
     try:
         await asyncio.wait_for(hub.ready.wait(), 5)
         live = rt.manager.store
-        assert await until(lambda: (d := live.get(house.plug.pk)) is not None and d.online and not d.stale, 10), \
-            "the simulated plug did not come online"
-        yield sim, hub
+        for device in (house.plug, house.shutter):   # followed: the sessions' first requests are done
+            assert await until(lambda: (d := live.get(device.pk)) is not None and d.online and not d.stale, 10), \
+                f"the simulated {device} did not come online"
+        yield sims, hub
     finally:
         await rt.stop()
         runtime_module.install(None)
-        await sim.stop()
+        await sims.plug.stop()
+        await sims.shutter.stop()
 
 
 def _debug_ws(sim) -> bool:
@@ -190,29 +200,38 @@ async def _streaming(hub, pk) -> bool:
     return await until(lambda: pk in hub.logs and hub.logs[pk].state == "streaming" and len(hub.logs[pk].ring) >= 2, 5)
 
 
-async def _start_log(hub, sim, pk) -> None:
+async def _start_log(sims, hub, pk) -> None:
     assert (await hub.start(pk, by="matrix"))["ok"]
-    assert _debug_ws(sim) and await _streaming(hub, pk)
+    assert _debug_ws(sims.plug) and await _streaming(hub, pk)
 
 
-# name -> (prepare(hub, sim, pk), observe(sim, hub, pk) -> what the action changes,
-#          done(before, after, response, hub, pk) -> whether the action happened, or an awaitable of it)
+def _asked_for_settings(sim) -> int:
+    return sum("/settings" in what for _, what, _ in sim.request_log)
+
+
+# name -> (prepare(sims, hub, pk), observe(sims, hub, pk) -> what the action changes,
+#          done(before, after, response, hub, pk) -> whether the action happened, or an awaitable of it).
+# `pk` is the plug's; the Gen1 row is about the shutter.
 DEVICE_EFFECTS = {
     # The relay itself, as the device has it.
-    "channel-command": (None, lambda sim, hub, pk: sim.switches[0].output,
+    "channel-command": (None, lambda sims, hub, pk: sims.plug.switches[0].output,
                         lambda before, after, response, hub, pk: after is (not before)),
     # The device's debug stream switched on and lines arriving at the hub.
-    "device-log-start": (None, lambda sim, hub, pk: _debug_ws(sim),
+    "device-log-start": (None, lambda sims, hub, pk: _debug_ws(sims.plug),
                          lambda before, after, response, hub, pk: after and _streaming(hub, pk)),
     # ... switched off again (settings put back), nobody reading the device any more.
-    "device-log-stop": (_start_log, lambda sim, hub, pk: _debug_ws(sim) or bool(sim._debug_peers),
+    "device-log-stop": (_start_log, lambda sims, hub, pk: _debug_ws(sims.plug) or bool(sims.plug._debug_peers),
                         lambda before, after, response, hub, pk: before and not after),
-    "device-log-pin": (_start_log, lambda sim, hub, pk: hub.logs[pk].pinned,
+    "device-log-pin": (_start_log, lambda sims, hub, pk: hub.logs[pk].pinned,
                        lambda before, after, response, hub, pk: after and not before),
     # The buffered lines, as a file.
-    "logs-download": (_start_log, lambda sim, hub, pk: None,
+    "logs-download": (_start_log, lambda sims, hub, pk: None,
                       lambda before, after, response, hub, pk: response.status_code == 200 and
                       hub.logs[pk].ring[-1].line.text.encode()[:40] in response.content),
+    # A Gen1 device's debug file: the device itself was asked (its settings say debug is off).
+    "device-log-file": (None, lambda sims, hub, pk: _asked_for_settings(sims.shutter),
+                        lambda before, after, response, hub, pk: after > before and
+                        b"Debug logging is off on this device" in response.content),
 }
 
 
@@ -224,22 +243,22 @@ async def test_device_rows_act_for_whom_they_allow(name, tmp_path, monkeypatch):
     method, kwargs, data, expected = CASES[name]
     prepare, observe, done = DEVICE_EFFECTS[name]
     url = await sync_to_async(_url)(house, name, kwargs)
-    async with plug_followed(house, tmp_path) as (sim, hub):
+    async with devices_followed(house, tmp_path) as (sims, hub):
         pk = house.plug.pk
         if prepare is not None:
-            await prepare(hub, sim, pk)
+            await prepare(sims, hub, pk)
         # Those refused first, so the one let in last acts on an untouched device.
         for role in sorted(ROLES, key=lambda r: expected[r] == OK):
             client = AsyncClient()
             user = user_for(house, role)
             if user is not None:
                 await client.aforce_login(user)
-            before = observe(sim, hub, pk)
+            before = observe(sims, hub, pk)
             if method == "get":
                 response = await client.get(url, data(house) if data else None)
             else:
                 response = await client.post(url, data(house) if data else {})
-            got, after = outcome(response), observe(sim, hub, pk)
+            got, after = outcome(response), observe(sims, hub, pk)
             assert got == expected[role], f"{role} {method.upper()} {url}: {response.status_code} ({got})"
             if got == OK:
                 happened = done(before, after, response, hub, pk)
