@@ -126,9 +126,13 @@ def _publish_card(channel: Channel, rooms: set) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    # Numbered like the publisher's cards (read after the change was saved, before drawing):
+    # a page whose snapshot already shows the change drops this copy (devices/consumers.py).
+    seq = cards.live_sequence()
     html = cards.render_card(channel, oob=True)
+    message = {"type": "fragment", "html": html} if seq is None else {"type": "fragment", "html": html, "seq": seq}
     for group in {device_group(channel.device_id)} | {room_group(r) for r in rooms}:
-        async_to_sync(layer.group_send)(group, {"type": "fragment", "html": html})
+        async_to_sync(layer.group_send)(group, message)
 
 
 # ----------------------------------------------------------------------------- home
