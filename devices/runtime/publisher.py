@@ -174,6 +174,11 @@ def state_from_json(data: dict) -> ChannelState | None:
         return None
 
 
+# One sequence for the process: a runtime started again continues it, so a number a page
+# read before never looks newer than the new publisher's changes.
+_SEQUENCE = [0]
+
+
 class Publisher:
     def __init__(self, store: StateStore, catalogue: Catalogue, render, send, listening=None) -> None:
         """`render(device_pk, keys, presence) -> str` makes the HTML once;
@@ -191,8 +196,7 @@ class Publisher:
         self._last_sent: dict[int, float] = {}
         self._scheduled: dict[int, asyncio.TimerHandle | asyncio.Handle] = {}
         self.sent = 0
-        # The sequence: changes heard so far, and per device the number of its newest one.
-        self.seq = 0
+        # Per device, the number of its newest change (the sequence itself is _SEQUENCE).
         self._seq_of: dict[int, int] = {}
         store.subscribe(self.on_change)
 
@@ -202,8 +206,8 @@ class Publisher:
         pk = change.pk
         # Numbered when heard, i.e. right after the store applied it: whatever reads the
         # state after reading `seq` sees this change.
-        self.seq += 1
-        self._seq_of[pk] = self.seq
+        _SEQUENCE[0] += 1
+        self._seq_of[pk] = _SEQUENCE[0]
         self._pending[pk] |= change.channels
         if change.presence:
             self._presence.add(pk)
@@ -220,6 +224,11 @@ class Publisher:
             self._scheduled[pk] = loop.call_soon(self._flush, pk)
         else:
             self._scheduled[pk] = loop.call_later(COALESCE - quiet_for, self._flush, pk)
+
+    @property
+    def seq(self) -> int:
+        """The number of the newest change heard (by any publisher of this process)."""
+        return _SEQUENCE[0]
 
     def _flush(self, pk: int) -> None:
         self._scheduled.pop(pk, None)
