@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 
 import pytest
 from django.contrib import admin
@@ -147,8 +149,20 @@ def test_admin_sets_credentials_write_only(staff_client):
     ("admin:pw@10.20.30.5", False), ("10.20.30.5:8080", False), ("169.254.169.254", False),
     ("127.0.0.1", False), ("localhost", False), ("", False), ("<script>", False),
 ])
-def test_admin_refuses_addresses_that_are_not_a_lan_device(staff_client, settings, host, allowed):
+def test_admin_refuses_addresses_that_are_not_a_lan_device(staff_client, settings, monkeypatch, host, allowed):
     settings.ALLOW_LOOPBACK_DEVICES = False
+    real = asyncio.BaseEventLoop.getaddrinfo
+
+    async def household_dns(self, name, port, *args, **kwargs):
+        # The household's resolver, faked: the one name it knows is a LAN device; no query
+        # for any other name leaves the machine.
+        if name == "shelly-kitchen.lan":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.7", port or 0))]
+        if name == "localhost":
+            return await real(self, name, port, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "unknown name")
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", household_dns)
     device = Device.objects.create(mac="AABBCC000005", vendor="shelly", generation=2, host="10.20.30.5")
     form = {
         "name": "Pump", "vendor": "shelly", "generation": "2", "mac": "AABBCC000005", "host": host,

@@ -8,6 +8,7 @@ no rooms); the kitchen plug gets a second channel feeding the bedroom, which Car
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from html.parser import HTMLParser
 
@@ -203,6 +204,14 @@ def test_staff_cannot_make_themselves_superuser_in_the_admin(admins):
 # ----------------------------------------------------------------------------- 5. addresses
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 @pytest.fixture
 def fake_dns(monkeypatch):
     """Names under .example resolve to what the test says (every loop, every thread)."""
@@ -212,6 +221,9 @@ def fake_dns(monkeypatch):
     async def getaddrinfo(self, host, port, *args, **kwargs):
         if isinstance(host, str) and host in answers:
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 0))]
+        if isinstance(host, str) and host not in ("localhost",) and not _is_ip(host):
+            # No name a test did not answer goes to a real resolver: no packet leaves.
+            raise socket.gaierror(socket.EAI_NONAME, "unknown name (tests resolve nothing outside)")
         return await real(self, host, port, *args, **kwargs)
 
     monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
