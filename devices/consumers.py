@@ -40,7 +40,7 @@ from devices import access, cards
 from devices.models import Channel, Device, RoomAccess
 from devices.runtime.publisher import device_group, room_group
 from homedash.layers import HouseholdChannelLayer, reaches_other_processes
-from homedash.limits import CLOSE_FLOOD, DROP, OK, CoolOff, MessageBudget
+from homedash.limits import CLOSE_FLOOD, DROP, OK, WEBSOCKET_MAX_MESSAGE, CoolOff, MessageBudget
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,9 @@ FRAME = 1 / 60
 # this many bytes they are dropped and the page gets a fresh snapshot instead, which is
 # the same state in at most one card per channel.
 OUTBOX_LIMIT = 512 * 1024
-# Bytes (UTF-8) in one message at most, split between cards: a server may cap websocket
-# messages, and daphne's cap (autobahn's) applies to what it sends as well as to what it
-# receives, while a large household's snapshot is several hundred kB.
-MESSAGE_LIMIT = 64 * 1024
+# Bytes (UTF-8) in one message at most, split between cards: daphne's cap applies to what
+# it sends too (homedash.limits).
+MESSAGE_LIMIT = WEBSOCKET_MAX_MESSAGE
 
 CLOSE_LOGGED_OUT = 4401
 CLOSE_FORBIDDEN = 4403

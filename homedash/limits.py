@@ -31,6 +31,12 @@ CLOSE_FLOOD = 4429
 # ... and for one message larger than the socket accepts (HTTP 413; 1009 is refused).
 CLOSE_TOO_BIG = 4413
 
+# Bytes in one websocket message, either way. Daphne (autobahn) applies its cap to what it
+# sends as well as to what it receives, so the one number is both the largest message a
+# client may send (nothing homedash accepts is near it) and the size pages' messages are
+# split at (a large household's snapshot is several hundred kB).
+WEBSOCKET_MAX_MESSAGE = 64 * 1024
+
 OK, DROP, CLOSE = "ok", "drop", "close"
 
 

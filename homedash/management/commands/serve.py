@@ -23,7 +23,6 @@ from django.core.management.base import BaseCommand, CommandError
 log = logging.getLogger("homedash.serve")
 
 Hook = Callable[[], Awaitable[None]]
-WEBSOCKET_MAX_MESSAGE = 64 * 1024  # bytes; larger ones are closed by daphne with 1009
 
 
 def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | None = None,
@@ -38,7 +37,7 @@ def run_server(stdout, *, host: str, port: int, runtime, before_runtime: Hook | 
 
     from devices import runtime as runtime_module
     from homedash.asgi import application
-    from homedash.limits import install_in_daphne
+    from homedash.limits import WEBSOCKET_MAX_MESSAGE, install_in_daphne
     from homedash.static import StaticFilesApp
 
     if not 1 <= port <= 65535:
