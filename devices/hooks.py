@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from django.dispatch import receiver
 from django.http import Http404, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from devices.discovery.identify import parse_ip
 from devices.drivers.shelly_rpc import merge_status, parse_rpc_events, parse_rpc_status, parse_rpc_system
 from devices.drivers.types import ChannelState, Event, as_float, as_int, mac_from_shelly_id, normalise_mac
 from devices.runtime.manager import report
@@ -145,9 +145,8 @@ _closes_logged = RateLimiter(1, 60.0)     # the same per address and close code
 
 def _ip(text) -> str | None:
     """A normalised IP address (an IPv4-mapped IPv6 one as IPv4), None for anything else."""
-    try:
-        address = ipaddress.ip_address(str(text).strip("[]"))
-    except ValueError:
+    address = parse_ip(str(text).strip("[]"))
+    if address is None:
         return None
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)

@@ -85,7 +85,8 @@ class AddressRefused(ValueError):
     """The address is not one homedash may talk to (wrong syntax, loopback, public...)."""
 
 
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` is, None for a name (or anything else)."""
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -141,7 +142,7 @@ def check_host(host: Any, *, allow_loopback: bool, allow_public: bool = True) ->
         value = value[1:-1]
     if "://" in value or any(c in value for c in "/@?#\\ \t\r\n%"):
         raise AddressRefused("give only an IP address or a host name, without http://, paths or passwords")
-    ip = _ip(value)
+    ip = parse_ip(value)
     if ip is not None:
         check_ip(ip, allow_loopback=allow_loopback, allow_public=allow_public)
         return str(ip)
@@ -158,7 +159,7 @@ def check_host(host: Any, *, allow_loopback: bool, allow_public: bool = True) ->
 
 async def resolve_and_check(host: str, port: int, *, allow_loopback: bool, allow_public: bool = True) -> None:
     """A host name must not be a detour to an address ``check_host`` would refuse."""
-    if _ip(host) is not None:
+    if parse_ip(host) is not None:
         return
     loop = asyncio.get_running_loop()
     try:
@@ -167,7 +168,7 @@ async def resolve_and_check(host: str, port: int, *, allow_loopback: bool, allow
     except (OSError, TimeoutError) as exc:
         raise AddressRefused(f"{host!r} does not resolve: {getattr(exc, 'strerror', None) or exc}") from None
     for *_, sockaddr in infos:
-        ip = _ip(str(sockaddr[0]).split("%", 1)[0])
+        ip = parse_ip(str(sockaddr[0]).split("%", 1)[0])
         if ip is not None:
             check_ip(ip, allow_loopback=allow_loopback, allow_public=allow_public)
 
@@ -197,7 +198,7 @@ def check_port(port: Any) -> int:
 
 def address_allowed(host: str, *, allow_loopback: bool) -> bool:
     """For addresses the network told us (announcement sources, mDNS A records)."""
-    ip = _ip(host)
+    ip = parse_ip(host)
     if ip is None:
         return False
     try:

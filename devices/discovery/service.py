@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 
 from . import inbox
-from .identify import Candidate, ProbeLimiter, make_probe_client
+from .identify import Candidate, ProbeLimiter, make_probe_client, parse_ip
 from .inbox import Outcome
 from .mdns import ShellyBrowser
 from .mystrom_udp import MyStromListener
@@ -185,7 +185,7 @@ class Discovery:
         if Device.objects.filter(mac=mac).exists():
             return True
         key = candidate.host
-        if self.allow_loopback and _is_loopback(candidate.host):
+        if self.allow_loopback and (ip := parse_ip(candidate.host)) is not None and ip.is_loopback:
             # Simulators (tests, the demo) share one loopback address on many ports.
             key = f"{candidate.host}:{candidate.port}"
         with self._limit_lock:
@@ -305,13 +305,6 @@ class Discovery:
 
 class TooManyNew(inbox.InboxRefused):
     """A source address brought more new devices than the per-source limit allows."""
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _valid_interfaces(values: Iterable[str]) -> list[str]:

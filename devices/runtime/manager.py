@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import ipaddress
 import logging
 import random
 import time
@@ -30,14 +29,6 @@ RUNTIME_CHANNEL = "homedash.runtime"  # fixed channel name the runtime listens o
 COMMAND_TIMEOUT = 15.0
 ADDRESS_RECHECK = 300.0  # seconds before a refused device address is looked up again
 ADDRESS_WATCH = 60.0  # seconds between look-ups of a device's host name while it is followed
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def address_problem(config) -> str | None:
@@ -228,7 +219,9 @@ class DeviceManager:
         ADDRESS_WATCH seconds while it runs (the name may be re-pointed at this machine or
         outside later): then the run ends and ``_run_session`` checks again before anything
         else is sent. True when the session ended by itself."""
-        if _is_ip(session.config.host):
+        from devices.discovery.identify import parse_ip
+
+        if parse_ip(session.config.host) is not None:
             await session.run()
             return True
         run = asyncio.ensure_future(session.run())
