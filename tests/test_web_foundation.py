@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 
 import pytest
 from django.contrib import admin
@@ -13,6 +11,7 @@ from django.urls import reverse
 
 from devices.credentials import Credentials
 from devices.models import AuditEntry, Channel, Device, Room
+from tests.support.dns import household_dns
 
 pytestmark = pytest.mark.django_db
 STRONG = "correct-horse-battery-42"
@@ -151,18 +150,7 @@ def test_admin_sets_credentials_write_only(staff_client):
 ])
 def test_admin_refuses_addresses_that_are_not_a_lan_device(staff_client, settings, monkeypatch, host, allowed):
     settings.ALLOW_LOOPBACK_DEVICES = False
-    real = asyncio.BaseEventLoop.getaddrinfo
-
-    async def household_dns(self, name, port, *args, **kwargs):
-        # The household's resolver, faked: the one name it knows is a LAN device; no query
-        # for any other name leaves the machine.
-        if name == "shelly-kitchen.lan":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.7", port or 0))]
-        if name == "localhost":
-            return await real(self, name, port, *args, **kwargs)
-        raise socket.gaierror(socket.EAI_NONAME, "unknown name")
-
-    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", household_dns)
+    household_dns(monkeypatch)["shelly-kitchen.lan"] = "10.20.30.7"  # the one name the household resolver knows
     device = Device.objects.create(mac="AABBCC000005", vendor="shelly", generation=2, host="10.20.30.5")
     form = {
         "name": "Pump", "vendor": "shelly", "generation": "2", "mac": "AABBCC000005", "host": host,

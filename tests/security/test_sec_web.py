@@ -8,8 +8,6 @@ no rooms); the kitchen plug gets a second channel feeding the bedroom, which Car
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from html.parser import HTMLParser
 
 import pytest
@@ -26,6 +24,7 @@ from devices.models import AuditEntry, Channel, Device, DeviceEvent, Room, RoomA
 from devices.runtime.setup import build_runtime
 from devices.simulator.mystrom import MyStromSwitch
 from tests.security.secfixtures import build_secure_house, client_for
+from tests.support.dns import household_dns
 from tests.waiting import until
 
 
@@ -204,30 +203,10 @@ def test_staff_cannot_make_themselves_superuser_in_the_admin(admins):
 # ----------------------------------------------------------------------------- 5. addresses
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 @pytest.fixture
 def fake_dns(monkeypatch):
-    """Names under .example resolve to what the test says (every loop, every thread)."""
-    answers: dict[str, str] = {}
-    real = asyncio.BaseEventLoop.getaddrinfo
-
-    async def getaddrinfo(self, host, port, *args, **kwargs):
-        if isinstance(host, str) and host in answers:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 0))]
-        if isinstance(host, str) and host not in ("localhost",) and not _is_ip(host):
-            # No name a test did not answer goes to a real resolver: no packet leaves.
-            raise socket.gaierror(socket.EAI_NONAME, "unknown name (tests resolve nothing outside)")
-        return await real(self, host, port, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
-    return answers
+    """Names under .example resolve to what the test says; no other name resolves."""
+    return household_dns(monkeypatch)
 
 
 @pytest.mark.django_db
